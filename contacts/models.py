@@ -1,0 +1,174 @@
+"""Workspaces, their members, contacts and the one-interaction-per-day timeline."""
+
+import datetime as dt
+from collections import defaultdict
+from zoneinfo import ZoneInfo, available_timezones
+
+from django.conf import settings
+from django.core.exceptions import ValidationError
+from django.db import models, transaction
+
+from contacts import closeness
+
+
+def validate_timezone(value):
+    if value not in available_timezones():
+        raise ValidationError(f"{value!r} is not an IANA time zone name")
+
+
+class WorkspaceQuerySet(models.QuerySet):
+    def for_user(self, user):
+        """The workspaces this user may see: the one place that scopes every page."""
+        if not user.is_authenticated:
+            return self.none()
+        return self.filter(memberships__user=user)
+
+
+class Workspace(models.Model):
+    name = models.CharField(max_length=200)
+    slug = models.SlugField(max_length=100, unique=True)
+    timezone = models.CharField(max_length=64, default="UTC", validators=[validate_timezone])
+    # Optional: when set, the webhook requires X-Signature = hex HMAC-SHA1(secret, raw body).
+    signing_secret = models.CharField(max_length=200, blank=True, default="")
+    members = models.ManyToManyField(
+        settings.AUTH_USER_MODEL, through="Membership", related_name="workspaces", blank=True
+    )
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    objects = WorkspaceQuerySet.as_manager()
+
+    class Meta:
+        ordering = ["name"]
+
+    def __str__(self):
+        return self.name
+
+    @property
+    def tzinfo(self):
+        return ZoneInfo(self.timezone)
+
+    def today(self):
+        """Today's date in the workspace's time zone: the 'today' of closeness."""
+        return dt.datetime.now(self.tzinfo).date()
+
+
+class Membership(models.Model):
+    user = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="memberships")
+    workspace = models.ForeignKey(Workspace, on_delete=models.CASCADE, related_name="memberships")
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        constraints = [models.UniqueConstraint(fields=["user", "workspace"], name="unique_membership")]
+
+    def __str__(self):
+        return f"{self.user} in {self.workspace}"
+
+
+class ContactQuerySet(models.QuerySet):
+    def for_user(self, user):
+        return self.filter(workspace__in=Workspace.objects.for_user(user))
+
+    def at_level(self, level, today):
+        """Contacts whose closeness on `today` is `level`: a range on closeness_log."""
+        if level == closeness.NONE:
+            return self.filter(closeness_log__isnull=True)
+        low, high = closeness.log_range(level, today)
+        qs = self.filter(closeness_log__isnull=False)
+        if low is not None:
+            qs = qs.filter(closeness_log__gte=low)
+        if high is not None:
+            qs = qs.filter(closeness_log__lt=high)
+        return qs
+
+    def losing_touch(self, today):
+        """Warm or close at their last interaction, cool or colder today, seen within 90 days."""
+        cutoff = today - dt.timedelta(days=closeness.LOSING_TOUCH_DAYS)
+        return self.filter(
+            last_interaction_day__gte=cutoff,
+            last_interaction_log_strength__gte=closeness.log2(closeness.WARM_MIN),
+            closeness_log__lt=closeness.log_threshold(closeness.WARM_MIN, today),
+        )
+
+
+class Contact(models.Model):
+    workspace = models.ForeignKey(Workspace, on_delete=models.CASCADE, related_name="contacts")
+    email = models.CharField(max_length=254)
+    name = models.CharField(max_length=200, blank=True, default="")
+    user_id = models.CharField(max_length=255, blank=True, default="", db_index=True)
+    traits = models.JSONField(default=dict, blank=True)
+    # Per trait key (canonical form), the timestamp of the message that set its value,
+    # so that the newest message wins whatever order messages arrive in.
+    trait_times = models.JSONField(default=dict, blank=True)
+    first_seen_at = models.DateTimeField(null=True, blank=True)
+    last_interaction_day = models.DateField(null=True, blank=True)
+    # log2(Σ 2 ** (ordinal(d) / H)) over interaction days; see contacts/closeness.py.
+    closeness_log = models.FloatField(null=True, blank=True)
+    # log2 of S on the last interaction day (closeness_log - ordinal(day) / H): what
+    # "was warm or close at their last interaction" is read from.
+    last_interaction_log_strength = models.FloatField(null=True, blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    objects = ContactQuerySet.as_manager()
+
+    class Meta:
+        constraints = [models.UniqueConstraint(fields=["workspace", "email"], name="unique_contact_email")]
+        indexes = [
+            models.Index(fields=["workspace", "closeness_log"], name="contact_closeness_idx"),
+            models.Index(fields=["workspace", "last_interaction_day"], name="contact_last_day_idx"),
+        ]
+
+    def __str__(self):
+        return self.name or self.email
+
+    @classmethod
+    def recompute_closeness(cls, contact_ids) -> int:
+        """Recompute closeness_log (and the last day) from the interactions; returns how
+        many contacts changed. Rows are locked, so concurrent ingest cannot interleave."""
+        with transaction.atomic():
+            contacts = list(cls.objects.select_for_update().filter(pk__in=contact_ids).order_by("pk"))
+            days = defaultdict(list)
+            for contact_id, day in Interaction.objects.filter(contact_id__in=contact_ids).values_list(
+                "contact_id", "day"
+            ):
+                days[contact_id].append(day)
+            changed = []
+            for contact in contacts:
+                log = closeness.log_for_days(days[contact.pk])
+                last_day = max(days[contact.pk], default=None)
+                strength = None if log is None else log - closeness.day_weight_log(last_day)
+                current = (contact.closeness_log, contact.last_interaction_day, contact.last_interaction_log_strength)
+                if current != (log, last_day, strength):
+                    contact.closeness_log, contact.last_interaction_day = log, last_day
+                    contact.last_interaction_log_strength = strength
+                    changed.append(contact)
+            cls.objects.bulk_update(
+                changed, ["closeness_log", "last_interaction_day", "last_interaction_log_strength"], batch_size=500
+            )
+        return len(changed)
+
+    def closeness_on(self, today):
+        return closeness.Closeness.from_log(self.closeness_log, today)
+
+    @property
+    def closeness(self):
+        return self.closeness_on(self.workspace.today())
+
+
+class Interaction(models.Model):
+    # Denormalized from contact so the dashboard's per-day counts use one index.
+    workspace = models.ForeignKey(Workspace, on_delete=models.CASCADE, related_name="+")
+    contact = models.ForeignKey(Contact, on_delete=models.CASCADE, related_name="interactions")
+    day = models.DateField()
+    occurred_at = models.DateTimeField()
+    last_occurred_at = models.DateTimeField()
+    description = models.CharField(max_length=1000, blank=True, default="")
+    url = models.CharField(max_length=2048, blank=True, default="")
+    event_count = models.PositiveIntegerField(default=1)
+
+    class Meta:
+        constraints = [models.UniqueConstraint(fields=["contact", "day"], name="unique_interaction_day")]
+        indexes = [models.Index(fields=["workspace", "day"], name="interaction_workspace_day_idx")]
+        ordering = ["-day"]
+
+    def __str__(self):
+        return f"{self.contact} on {self.day}"

@@ -1,0 +1,57 @@
+"""API key lifecycle: create, rotate with a grace period, revoke; every step audited."""
+
+import datetime as dt
+
+from django.db import transaction
+from django.utils import timezone
+
+from ingest.models import DEFAULT_GRACE, GRACE_PERIODS, ApiKey, ApiKeyEvent
+
+
+def create_api_key(*, workspace, actor=None) -> tuple[ApiKey, str]:
+    with transaction.atomic():
+        api_key, raw = ApiKey.issue(workspace=workspace, created_by=actor)
+        ApiKeyEvent.objects.create(
+            workspace=workspace, api_key=api_key, action=ApiKeyEvent.CREATED, prefix=api_key.prefix, actor=actor
+        )
+    return api_key, raw
+
+
+def rotate_api_key(*, workspace, actor=None, grace: dt.timedelta | str = DEFAULT_GRACE) -> tuple[ApiKey, str]:
+    """Make a new key; the workspace's other active keys expire after the grace period.
+    Returns (new ApiKey, raw key): the raw key is shown once and never stored."""
+    if isinstance(grace, str):
+        grace = GRACE_PERIODS[grace]
+    now = timezone.now()
+    ends = now + grace
+    with transaction.atomic():
+        old_keys = list(ApiKey.objects.select_for_update().filter(workspace=workspace).active(now))
+        api_key, raw = ApiKey.issue(workspace=workspace, created_by=actor)
+        for old in old_keys:
+            if old.expires_at is None or old.expires_at > ends:
+                old.expires_at = ends
+                old.save(update_fields=["expires_at"])
+        ApiKeyEvent.objects.create(
+            workspace=workspace,
+            api_key=api_key,
+            action=ApiKeyEvent.ROTATED,
+            prefix=api_key.prefix,
+            actor=actor,
+            detail=f"old keys ({', '.join(k.prefix for k in old_keys) or 'none'}) expire {ends:%Y-%m-%d %H:%M} UTC",
+        )
+    return api_key, raw
+
+
+def revoke_api_key(*, api_key: ApiKey, actor=None) -> ApiKey:
+    with transaction.atomic():
+        if api_key.revoked_at is None:
+            api_key.revoked_at = timezone.now()
+            api_key.save(update_fields=["revoked_at"])
+            ApiKeyEvent.objects.create(
+                workspace_id=api_key.workspace_id,
+                api_key=api_key,
+                action=ApiKeyEvent.REVOKED,
+                prefix=api_key.prefix,
+                actor=actor,
+            )
+    return api_key

@@ -1,0 +1,69 @@
+"""API-key authentication for the webhook: Basic (key as user name, as Segment sends
+it) or Bearer, against keyed hashes, compared in constant time."""
+
+import base64
+import binascii
+import datetime as dt
+import hmac
+
+from django.utils import timezone
+from rest_framework.authentication import BaseAuthentication
+from rest_framework.exceptions import AuthenticationFailed
+
+from ingest.models import ApiKey, hash_key, prefix_of
+
+REALM = 'Basic realm="natsite"'
+# last_used_at is written at most this often per key: no write per event.
+LAST_USED_RESOLUTION = dt.timedelta(minutes=1)
+
+
+def key_from_header(header: str) -> str | None:
+    scheme, _, credentials = header.strip().partition(" ")
+    credentials = credentials.strip()
+    if scheme.lower() == "bearer":
+        return credentials or None
+    if scheme.lower() != "basic":
+        return None
+    try:
+        decoded = base64.b64decode(credentials, validate=True).decode("utf-8")
+    except (binascii.Error, UnicodeDecodeError, ValueError):
+        return None
+    user, _, password = decoded.partition(":")
+    return user.strip() or password.strip() or None
+
+
+def find_api_key(raw_key: str) -> ApiKey | None:
+    """The key whose hash matches, looked up by its shown prefix and compared in constant time."""
+    wanted = hash_key(raw_key)
+    for candidate in ApiKey.objects.select_related("workspace").filter(prefix=prefix_of(raw_key)):
+        if hmac.compare_digest(candidate.key_hash, wanted):
+            return candidate
+    return None
+
+
+def touch(api_key: ApiKey, now: dt.datetime) -> None:
+    if api_key.last_used_at is None or now - api_key.last_used_at >= LAST_USED_RESOLUTION:
+        ApiKey.objects.filter(pk=api_key.pk).update(last_used_at=now)
+        api_key.last_used_at = now
+
+
+class ApiKeyAuthentication(BaseAuthentication):
+    def authenticate(self, request):
+        header = request.META.get("HTTP_AUTHORIZATION", "")
+        if not header:
+            raise AuthenticationFailed("Missing API key: send it as the Basic user name or a Bearer token")
+        raw_key = key_from_header(header)
+        if raw_key is None:
+            raise AuthenticationFailed("Malformed Authorization header")
+        api_key = find_api_key(raw_key)
+        if api_key is None:
+            raise AuthenticationFailed("Invalid API key")
+        now = timezone.now()
+        status = api_key.status(now)
+        if status != "active":
+            raise AuthenticationFailed(f"API key {status}")
+        touch(api_key, now)
+        return (None, api_key)
+
+    def authenticate_header(self, request):
+        return REALM

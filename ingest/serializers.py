@@ -1,0 +1,235 @@
+"""Turns the many shapes of a Segment message into one normalized SegmentMessage.
+
+Nothing here touches the database: it only reads a decoded JSON value and either
+returns a SegmentMessage or raises MessageRejected with the status and message the
+webhook answers (PRODUCT.md §2). Field names are matched ignoring case, '_' and '-'
+("the casing on these fields will vary by customer").
+"""
+
+import datetime as dt
+import hashlib
+import json
+import re
+from dataclasses import dataclass, field
+from urllib.parse import urlsplit
+
+from django.conf import settings
+from django.core.exceptions import ValidationError
+from django.core.validators import EmailValidator
+
+DESCRIPTION_MAX = 1000
+URL_MAX = 2048
+MESSAGE_ID_MAX = 255
+USER_ID_MAX = 255
+MAX_DEPTH = 64
+STANDARD_DESCRIPTION = "Identified via Segment"
+UNSUPPORTED_TYPE = "Only identify calls are accepted (and delete requests); got {!r}"
+
+_validate_email = EmailValidator()
+_SURROGATES = re.compile("[\ud800-\udfff]")
+_TIMESTAMP = re.compile(
+    r"""^\s*(\d{4})-(\d{1,2})-(\d{1,2})
+    (?:[Tt\ ](\d{1,2}):(\d{1,2})(?::(\d{1,2})(?:[.,](\d{1,9}))?)?)?
+    \s*(Z|z|UTC|[+-]\d{1,2}(?::?\d{2})?)?\s*$""",
+    re.VERBOSE,
+)
+
+
+class MessageRejected(Exception):
+    def __init__(self, status: int, message: str):
+        super().__init__(message)
+        self.status = status
+        self.message = message
+
+
+@dataclass
+class SegmentMessage:
+    type: str  # "identify" or "delete"
+    message_id: str
+    email: str = ""
+    user_id: str = ""
+    timestamp: dt.datetime | None = None
+    description: str = ""
+    url: str = ""
+    traits: dict = field(default_factory=dict)
+    is_engage: bool = False
+
+
+def fold(key) -> str:
+    """The form in which two field names are the same field: firstName == first_name."""
+    return str(key).lower().replace("_", "").replace("-", "").replace(" ", "")
+
+
+def lookup(container, *path):
+    """container[path[0]][path[1]]..., each name matched by fold(); None when absent."""
+    value = container
+    for name in path:
+        if not isinstance(value, dict):
+            return None
+        if name in value:
+            value = value[name]
+            continue
+        wanted = fold(name)
+        for key, item in value.items():
+            if fold(key) == wanted:
+                value = item
+                break
+        else:
+            return None
+    return value
+
+
+def clean_json(value, depth=0):
+    """Drop what the database cannot store (NUL characters, lone surrogates)."""
+    if depth > MAX_DEPTH:
+        raise MessageRejected(400, f"Message is nested more than {MAX_DEPTH} levels deep")
+    if isinstance(value, str):
+        if "\x00" in value:
+            value = value.replace("\x00", "")
+        if _SURROGATES.search(value):
+            value = _SURROGATES.sub("\ufffd", value)
+        return value
+    if isinstance(value, dict):
+        return {clean_json(k, depth + 1): clean_json(v, depth + 1) for k, v in value.items()}
+    if isinstance(value, list):
+        return [clean_json(v, depth + 1) for v in value]
+    return value
+
+
+def parse_timestamp(value) -> dt.datetime:
+    """Every ISO-8601 form Segment's libraries emit; no zone means UTC."""
+    if value is None or value == "":
+        raise MessageRejected(400, "Missing timestamp")
+    if not isinstance(value, str):
+        raise MessageRejected(400, "Invalid timestamp: expected an ISO-8601 string")
+    match = _TIMESTAMP.match(value)
+    if not match:
+        raise MessageRejected(400, f"Invalid timestamp: {value[:64]!r}")
+    year, month, day, hour, minute, second, fraction, zone = match.groups()
+    micro = int((fraction or "0").ljust(6, "0")[:6])
+    try:
+        tz = dt.timezone.utc
+        if zone and zone.upper() not in ("Z", "UTC"):
+            sign = -1 if zone[0] == "-" else 1
+            digits = zone[1:].replace(":", "")
+            hours, minutes = (int(digits[:-2]), int(digits[-2:])) if len(digits) > 2 else (int(digits), 0)
+            tz = dt.timezone(sign * dt.timedelta(hours=hours, minutes=minutes))
+        parsed = dt.datetime(
+            int(year), int(month), int(day), int(hour or 0), int(minute or 0), int(second or 0), micro, tzinfo=tz
+        )
+        return parsed.astimezone(dt.timezone.utc)
+    except (ValueError, OverflowError):
+        raise MessageRejected(400, f"Invalid timestamp: {value[:64]!r}") from None
+
+
+def is_http_url(value: str) -> bool:
+    if len(value) > URL_MAX or any(c.isspace() or ord(c) < 32 for c in value):
+        return False
+    try:
+        parts = urlsplit(value)
+    except ValueError:
+        return False
+    return parts.scheme.lower() in ("http", "https") and bool(parts.netloc)
+
+
+def _text(value) -> str:
+    return value.strip() if isinstance(value, str) else ""
+
+
+def _identifier(value, limit) -> str:
+    if isinstance(value, bool) or not isinstance(value, (str, int, float)):
+        return ""
+    return str(value).strip()[:limit]
+
+
+def find_email(raw) -> str:
+    """First found of traits.email, context.traits.email, email, properties.email, userId."""
+    for path in (("traits", "email"), ("context", "traits", "email"), ("email",), ("properties", "email")):
+        value = lookup(raw, *path)
+        if value is None or value == "":
+            continue
+        return normalize_email(value)
+    user_id = lookup(raw, "userId")
+    if isinstance(user_id, str) and "@" in user_id:
+        return normalize_email(user_id)
+    raise MessageRejected(400, "Missing email")
+
+
+def normalize_email(value) -> str:
+    if not isinstance(value, str):
+        raise MessageRejected(400, "Invalid email address")
+    email = value.strip().lower()
+    try:
+        _validate_email(email)
+    except ValidationError:
+        raise MessageRejected(400, "Invalid email address") from None
+    return email
+
+
+def find_description(raw) -> tuple[str, str]:
+    """(description, url): page.url, context.page.url, url, properties.url, event, standard."""
+    for path in (("page", "url"), ("context", "page", "url"), ("url",), ("properties", "url")):
+        value = _text(lookup(raw, *path))
+        if value:
+            return value[:DESCRIPTION_MAX], value if is_http_url(value) else ""
+    event = _text(lookup(raw, "event"))
+    if event:
+        return event[:DESCRIPTION_MAX], ""
+    return STANDARD_DESCRIPTION, ""
+
+
+def message_id_for(raw) -> str:
+    """The messageId; for a message without one, a digest of its content, so replays dedupe."""
+    message_id = _identifier(lookup(raw, "messageId"), 10_000)
+    if not message_id:
+        content = json.dumps(raw, sort_keys=True, separators=(",", ":"), ensure_ascii=True)
+        return "content:" + hashlib.sha256(content.encode()).hexdigest()
+    if len(message_id) > MESSAGE_ID_MAX:
+        return "sha256:" + hashlib.sha256(message_id.encode("utf-8", "surrogatepass")).hexdigest()
+    return message_id
+
+
+def normalize(raw, *, now: dt.datetime) -> SegmentMessage:
+    """One decoded JSON value in, one SegmentMessage out (or MessageRejected)."""
+    if not isinstance(raw, dict):
+        raise MessageRejected(400, "Each message must be a JSON object")
+    raw = clean_json(raw)
+    kind = lookup(raw, "type")
+    if kind is None or kind == "":
+        raise MessageRejected(400, "Missing type")
+    if not isinstance(kind, str):
+        raise MessageRejected(400, "Invalid type: expected a string")
+    kind = kind.strip().lower()
+    user_id = _identifier(lookup(raw, "userId"), USER_ID_MAX)
+
+    if kind == "delete":
+        try:
+            email = find_email(raw)
+        except MessageRejected:
+            email = ""
+        if not user_id and not email:
+            raise MessageRejected(400, "A delete request needs a userId or an email")
+        return SegmentMessage(type="delete", message_id=message_id_for(raw), email=email, user_id=user_id)
+    if kind != "identify":
+        raise MessageRejected(501, UNSUPPORTED_TYPE.format(kind[:40]))
+
+    email = find_email(raw)
+    timestamp = parse_timestamp(lookup(raw, "timestamp"))
+    if timestamp > now + dt.timedelta(hours=settings.INGEST_MAX_FUTURE_HOURS):
+        raise MessageRejected(
+            400, f"Timestamp is more than {settings.INGEST_MAX_FUTURE_HOURS} hours in the future"
+        )
+    description, url = find_description(raw)
+    traits = lookup(raw, "traits")
+    personas = lookup(raw, "context", "personas")
+    return SegmentMessage(
+        type="identify",
+        message_id=message_id_for(raw),
+        email=email,
+        user_id=user_id,
+        timestamp=timestamp,
+        description=description,
+        url=url,
+        traits=traits if isinstance(traits, dict) else {},
+        is_engage=personas is not None and personas != {} and personas != [],
+    )

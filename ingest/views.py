@@ -1,0 +1,175 @@
+"""The Segment webhook: POST /ingest/segment (PRODUCT.md §2)."""
+
+import hashlib
+import hmac
+import json
+import logging
+import zlib
+
+from django.conf import settings
+from django.db import DatabaseError, InterfaceError, OperationalError
+from rest_framework import exceptions, status
+from rest_framework.response import Response
+from rest_framework.views import APIView
+from rest_framework.views import exception_handler as drf_exception_handler
+
+from ingest import ratelimit
+from ingest.authentication import REALM, ApiKeyAuthentication
+from ingest.services import ingest_messages, remember_rejections
+
+logger = logging.getLogger(__name__)
+
+JSON_TYPES = ("application/json", "text/json")
+
+
+class IngestError(exceptions.APIException):
+    """A whole-request rejection with its own status code."""
+
+    def __init__(self, status_code: int, message: str, headers=None):
+        super().__init__(message)
+        self.status_code = status_code
+        self.headers = headers or {}
+
+
+def exception_handler(exc, context):
+    """Every error is JSON {"message": ...}; a database outage is 503 so Segment retries."""
+    if isinstance(exc, (OperationalError, InterfaceError)) or (
+        isinstance(exc, DatabaseError) and "lock" in str(exc).lower()
+    ):
+        logger.warning("ingest: database unavailable: %s", exc)
+        return Response(
+            {"message": "Database unavailable, retry later"},
+            status=status.HTTP_503_SERVICE_UNAVAILABLE,
+            headers={"Retry-After": str(settings.INGEST_RETRY_AFTER_SECONDS)},
+        )
+    response = drf_exception_handler(exc, context)
+    if response is None:
+        return None
+    detail = getattr(exc, "detail", str(exc))
+    response.data = {"message": str(detail) if not isinstance(detail, (list, dict)) else json.dumps(detail)}
+    for name, value in getattr(exc, "headers", {}).items():
+        response[name] = value
+    if response.status_code == 401:
+        response["WWW-Authenticate"] = REALM
+    return response
+
+
+def _is_json(content_type: str) -> bool:
+    media = content_type.split(";", 1)[0].strip().lower()
+    return not media or media in JSON_TYPES or (media.startswith("application/") and media.endswith("+json"))
+
+
+def read_body(request) -> bytes:
+    """The raw body as sent, within the size cap (before any decompression)."""
+    cap = settings.INGEST_MAX_BODY_BYTES
+    try:
+        declared = int(request.META.get("CONTENT_LENGTH") or 0)
+    except ValueError:
+        raise IngestError(400, "Invalid Content-Length") from None
+    if declared > cap:
+        raise IngestError(413, f"Body larger than {cap} bytes")
+    body = request._request.read(cap + 1)
+    if len(body) > cap:
+        raise IngestError(413, f"Body larger than {cap} bytes")
+    return body
+
+
+def decode_body(request, body: bytes) -> bytes:
+    """Undo Content-Encoding, with the size cap applied to the decompressed bytes."""
+    encoding = request.META.get("HTTP_CONTENT_ENCODING", "").strip().lower()
+    if encoding in ("", "identity"):
+        return body
+    if encoding not in ("gzip", "x-gzip", "deflate"):
+        raise IngestError(415, f"Unsupported Content-Encoding {encoding!r}: use gzip or none")
+    cap = settings.INGEST_MAX_BODY_BYTES
+    # wbits 47 reads a gzip or zlib header; decompressing at most cap + 1 bytes keeps a
+    # gzip bomb from ever being expanded in memory.
+    inflater = zlib.decompressobj(47) if encoding != "deflate" else zlib.decompressobj()
+    try:
+        data = inflater.decompress(body, cap + 1)
+    except zlib.error:
+        raise IngestError(400, f"Body is not valid {encoding} data") from None
+    if len(data) > cap or inflater.unconsumed_tail:
+        raise IngestError(413, f"Decompressed body larger than {cap} bytes")
+    return data
+
+
+def check_signature(workspace, raw_body: bytes, request) -> None:
+    if not workspace.signing_secret:
+        return
+    sent = request.META.get("HTTP_X_SIGNATURE", "").strip().lower()
+    if not sent:
+        raise exceptions.AuthenticationFailed("Missing X-Signature")
+    expected = hmac.new(workspace.signing_secret.encode(), raw_body, hashlib.sha1).hexdigest()
+    if not hmac.compare_digest(sent, expected):
+        raise exceptions.AuthenticationFailed("Invalid X-Signature")
+
+
+def _reject_constant(name):
+    raise ValueError(f"{name} is not valid JSON")
+
+
+def parse_messages(data: bytes):
+    """(messages, is_batch) from a JSON object, array, or {"batch": [...]}."""
+    try:
+        payload = json.loads(data, parse_constant=_reject_constant)
+    except (ValueError, UnicodeDecodeError, RecursionError) as error:
+        raise IngestError(400, f"Body is not valid JSON: {str(error)[:120]}") from None
+    if isinstance(payload, list):
+        messages = payload
+    elif isinstance(payload, dict) and isinstance(payload.get("batch"), list):
+        messages = payload["batch"]
+    elif isinstance(payload, dict):
+        return [payload], False
+    else:
+        raise IngestError(400, "Body must be a JSON object, an array of messages or {\"batch\": [...]}")
+    if len(messages) > settings.INGEST_MAX_BATCH_MESSAGES:
+        raise IngestError(413, f"Batch of {len(messages)} messages; at most {settings.INGEST_MAX_BATCH_MESSAGES}")
+    return messages, True
+
+
+def oversized(raw) -> bool:
+    return len(json.dumps(raw, separators=(",", ":"), ensure_ascii=False).encode()) > settings.INGEST_MAX_MESSAGE_BYTES
+
+
+class SegmentWebhook(APIView):
+    authentication_classes = [ApiKeyAuthentication]
+    permission_classes = []
+
+    def post(self, request):
+        api_key = request.auth
+        workspace = api_key.workspace
+        if not _is_json(request.META.get("CONTENT_TYPE", "")):
+            raise IngestError(415, "Content-Type must be application/json")
+        raw_body = read_body(request)
+        check_signature(workspace, raw_body, request)
+        messages, is_batch = parse_messages(decode_body(request, raw_body))
+        if not is_batch and len(raw_body) > settings.INGEST_MAX_MESSAGE_BYTES and oversized(messages[0]):
+            raise IngestError(413, f"Message larger than {settings.INGEST_MAX_MESSAGE_BYTES} bytes")
+
+        wait = ratelimit.admit(api_key.pk, max(1, len(messages)))
+        if wait is not None:
+            raise IngestError(429, "Rate limit exceeded, retry later", headers={"Retry-After": str(wait)})
+
+        too_big = {i for i, raw in enumerate(messages) if is_batch and oversized(raw)}
+        results = ingest_messages(
+            workspace=workspace, raw_messages=[None if i in too_big else m for i, m in enumerate(messages)]
+        )
+        for i in too_big:
+            results[i].code, results[i].message = 413, f"Message larger than {settings.INGEST_MAX_MESSAGE_BYTES} bytes"
+        remember_rejections(
+            workspace=workspace, rejected=[(r, messages[i]) for i, r in enumerate(results) if not r.accepted]
+        )
+        if not is_batch:
+            result = results[0]
+            if not result.accepted:
+                return Response({"message": result.message}, status=result.code)
+            return Response(result.to_dict())
+        accepted = sum(1 for r in results if r.accepted)
+        return Response(
+            {
+                "accepted": accepted,
+                "rejected": len(results) - accepted,
+                "results": [dict(r.to_dict(), index=i) for i, r in enumerate(results)],
+            }
+        )

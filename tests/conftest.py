@@ -1,0 +1,96 @@
+"""The cast: alice owns workspace Acme (and may rotate keys), bob is her teammate,
+charlie is an outsider with a workspace of his own (Globex)."""
+
+import base64
+import gzip
+import json
+from pathlib import Path
+
+import pytest
+
+from tests.factories import MembershipFactory, UserFactory, WorkspaceFactory, api_key_for, grant_rotate
+
+FIXTURES = Path(__file__).parent / "fixtures"
+
+
+@pytest.fixture(autouse=True)
+def _plain_static_storage(settings):
+    settings.STORAGES = {
+        **settings.STORAGES,
+        "staticfiles": {"BACKEND": "django.contrib.staticfiles.storage.StaticFilesStorage"},
+    }
+
+
+@pytest.fixture(autouse=True)
+def _fresh_cache():
+    from django.core.cache import cache
+
+    cache.clear()
+    yield
+    cache.clear()
+
+
+def load_fixture(name):
+    return json.loads((FIXTURES / "segment" / f"{name}.json").read_text())
+
+
+@pytest.fixture
+def workspace(db):
+    return WorkspaceFactory(name="Acme", slug="acme")
+
+
+@pytest.fixture
+def other_workspace(db):
+    return WorkspaceFactory(name="Globex", slug="globex")
+
+
+@pytest.fixture
+def alice(workspace):
+    user = UserFactory(username="alice")
+    MembershipFactory(user=user, workspace=workspace)
+    grant_rotate(user)
+    return user
+
+
+@pytest.fixture
+def bob(workspace):
+    user = UserFactory(username="bob")
+    MembershipFactory(user=user, workspace=workspace)
+    return user
+
+
+@pytest.fixture
+def charlie(other_workspace):
+    user = UserFactory(username="charlie")
+    MembershipFactory(user=user, workspace=other_workspace)
+    grant_rotate(user)
+    return user
+
+
+@pytest.fixture
+def api_key(workspace):
+    return api_key_for(workspace)
+
+
+class Webhook:
+    """Posts to /ingest/segment the way Segment does (Basic auth, key as user name)."""
+
+    def __init__(self, client, key):
+        self.client = client
+        self.key = key
+
+    def headers(self, key=None, **extra):
+        token = base64.b64encode(f"{key or self.key}:".encode()).decode()
+        return {"HTTP_AUTHORIZATION": f"Basic {token}", **extra}
+
+    def post(self, payload, *, key=None, raw=None, gzipped=False, content_type="application/json", path="/ingest/segment", **extra):
+        body = raw if raw is not None else json.dumps(payload).encode()
+        if gzipped:
+            body = gzip.compress(body)
+            extra["HTTP_CONTENT_ENCODING"] = "gzip"
+        return self.client.generic("POST", path, body, content_type=content_type, **self.headers(key, **extra))
+
+
+@pytest.fixture
+def webhook(client, api_key):
+    return Webhook(client, api_key)

@@ -1,0 +1,68 @@
+import datetime as dt
+
+import factory
+from django.contrib.auth import get_user_model
+from django.contrib.auth.models import Permission
+
+from contacts.models import Contact, Interaction, Membership, Workspace
+from ingest.api_keys import create_api_key
+
+
+class UserFactory(factory.django.DjangoModelFactory):
+    class Meta:
+        model = get_user_model()
+        django_get_or_create = ("username",)
+        skip_postgeneration_save = True
+
+    username = factory.Sequence(lambda n: f"user{n}")
+    email = factory.LazyAttribute(lambda u: f"{u.username}@example.com")
+    password = factory.PostGenerationMethodCall("set_password", "password")
+
+
+class WorkspaceFactory(factory.django.DjangoModelFactory):
+    class Meta:
+        model = Workspace
+
+    name = factory.Sequence(lambda n: f"Workspace {n}")
+    slug = factory.Sequence(lambda n: f"workspace-{n}")
+    timezone = "UTC"
+
+
+class MembershipFactory(factory.django.DjangoModelFactory):
+    class Meta:
+        model = Membership
+
+    user = factory.SubFactory(UserFactory)
+    workspace = factory.SubFactory(WorkspaceFactory)
+
+
+class ContactFactory(factory.django.DjangoModelFactory):
+    class Meta:
+        model = Contact
+
+    workspace = factory.SubFactory(WorkspaceFactory)
+    email = factory.Sequence(lambda n: f"contact{n}@example.com")
+    name = factory.Faker("name")
+
+
+class InteractionFactory(factory.django.DjangoModelFactory):
+    class Meta:
+        model = Interaction
+
+    contact = factory.SubFactory(ContactFactory)
+    workspace = factory.SelfAttribute("contact.workspace")
+    day = factory.LazyFunction(dt.date.today)
+    occurred_at = factory.LazyAttribute(
+        lambda i: dt.datetime.combine(i.day, dt.time(12), tzinfo=dt.timezone.utc)
+    )
+    last_occurred_at = factory.SelfAttribute("occurred_at")
+    description = "Identified via Segment"
+
+
+def grant_rotate(user):
+    user.user_permissions.add(Permission.objects.get(codename="rotate_apikey", content_type__app_label="ingest"))
+
+
+def api_key_for(workspace):
+    """A fresh raw API key for the workspace."""
+    return create_api_key(workspace=workspace)[1]
