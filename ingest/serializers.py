@@ -96,6 +96,17 @@ def clean_json(value, depth=0):
     return value
 
 
+def oversized(raw) -> bool:
+    """Whether one message is over the per-message cap, measured as compact UTF-8 JSON
+    (the webhook's batches and import_events apply the same rule)."""
+    text = json.dumps(raw, separators=(",", ":"), ensure_ascii=False)
+    return len(text.encode("utf-8", "surrogatepass")) > settings.INGEST_MAX_MESSAGE_BYTES
+
+
+def too_large_message() -> str:
+    return f"Message larger than {settings.INGEST_MAX_MESSAGE_BYTES} bytes"
+
+
 def parse_timestamp(value) -> dt.datetime:
     """Every ISO-8601 form Segment's libraries emit; no zone means UTC."""
     if value is None or value == "":

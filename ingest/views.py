@@ -16,6 +16,7 @@ from rest_framework.views import exception_handler as drf_exception_handler
 from ingest import ratelimit
 from ingest.authentication import REALM, ApiKeyAuthentication
 from ingest.services import ingest_messages, remember_rejections
+from ingest.serializers import oversized, too_large_message
 
 logger = logging.getLogger(__name__)
 
@@ -128,10 +129,6 @@ def parse_messages(data: bytes):
     return messages, True
 
 
-def oversized(raw) -> bool:
-    return len(json.dumps(raw, separators=(",", ":"), ensure_ascii=False).encode()) > settings.INGEST_MAX_MESSAGE_BYTES
-
-
 class SegmentWebhook(APIView):
     authentication_classes = [ApiKeyAuthentication]
     permission_classes = []
@@ -145,7 +142,7 @@ class SegmentWebhook(APIView):
         check_signature(workspace, raw_body, request)
         messages, is_batch = parse_messages(decode_body(request, raw_body))
         if not is_batch and len(raw_body) > settings.INGEST_MAX_MESSAGE_BYTES and oversized(messages[0]):
-            raise IngestError(413, f"Message larger than {settings.INGEST_MAX_MESSAGE_BYTES} bytes")
+            raise IngestError(413, too_large_message())
 
         wait = ratelimit.admit(api_key.pk, max(1, len(messages)))
         if wait is not None:
@@ -156,7 +153,7 @@ class SegmentWebhook(APIView):
             workspace=workspace, raw_messages=[None if i in too_big else m for i, m in enumerate(messages)]
         )
         for i in too_big:
-            results[i].code, results[i].message = 413, f"Message larger than {settings.INGEST_MAX_MESSAGE_BYTES} bytes"
+            results[i].code, results[i].message = 413, too_large_message()
         remember_rejections(
             workspace=workspace, rejected=[(r, messages[i]) for i, r in enumerate(results) if not r.accepted]
         )
