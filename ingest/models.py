@@ -89,11 +89,20 @@ class ApiKeyEvent(models.Model):
     """The audit trail of key lifecycle: who created, rotated or revoked which key, when."""
 
     CREATED, ROTATED, REVOKED = "created", "rotated", "revoked"
+    # The workspace's signing secret is audited in the same trail (prefix is empty then).
+    SIGNING_SECRET_SET, SIGNING_SECRET_CLEARED = "signing_set", "signing_cleared"
+    ACTIONS = [
+        (CREATED, "created"),
+        (ROTATED, "rotated"),
+        (REVOKED, "revoked"),
+        (SIGNING_SECRET_SET, "signing secret set"),
+        (SIGNING_SECRET_CLEARED, "signing secret cleared"),
+    ]
 
     workspace = models.ForeignKey(Workspace, on_delete=models.CASCADE, related_name="api_key_events")
     api_key = models.ForeignKey(ApiKey, null=True, on_delete=models.SET_NULL, related_name="events")
-    action = models.CharField(max_length=20, choices=[(a, a) for a in (CREATED, ROTATED, REVOKED)])
-    prefix = models.CharField(max_length=32)
+    action = models.CharField(max_length=20, choices=ACTIONS)
+    prefix = models.CharField(max_length=32, blank=True)
     actor = models.ForeignKey(
         settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
     )
@@ -115,6 +124,9 @@ class ProcessedMessage(models.Model):
         constraints = [
             models.UniqueConstraint(fields=["workspace", "message_id"], name="unique_processed_message")
         ]
+        # "Last event" and "accepted today" on the Segment connection panel are range
+        # scans on this index.
+        indexes = [models.Index(fields=["workspace", "received_at"], name="processed_received_idx")]
 
 
 class RejectedMessage(models.Model):
