@@ -1,0 +1,300 @@
+"""Reading a Segment export for import_events, in constant memory.
+
+An export is JSON lines (one message per line; a line may also be a whole webhook
+body: an array or {"batch": [...]}), or one JSON document: an array of messages,
+{"batch": [...]} or a single message. Plain or gzip, told apart by the first bytes.
+Each message comes out as an Item that carries where it was found (a line number, or
+an index in the document's array) so the summary can point at it.
+
+Nothing here touches the database: import_events hands the messages to
+ingest.services.ingest_messages, the webhook's own write path.
+"""
+
+import codecs
+import gzip
+import io
+import json
+import os
+import re
+from dataclasses import dataclass
+
+from django.conf import settings
+
+from ingest.views import IngestError, parse_messages
+
+GZIP_MAGIC = b"\x1f\x8b"
+LINES, DOCUMENT, AUTO = "lines", "json", "auto"
+LINE_SUFFIXES = (".jsonl", ".ndjson", ".jsonl.gz", ".ndjson.gz")
+READ_SIZE = 1 << 16
+_WHITESPACE = re.compile(r"[ \t\r\n]*")
+
+
+class BrokenExport(Exception):
+    """The export cannot be read further (a JSON document that stops making sense)."""
+
+
+@dataclass
+class Item:
+    position: str  # "line 12", "line 3, index 0", "index 17"
+    raw: object = None
+    # (status code, message) when the input itself was unusable: not JSON, a line too long.
+    rejection: tuple[int, str] | None = None
+
+
+class CountingReader(io.RawIOBase):
+    """The bytes read so far from the file itself (before decompression): the progress."""
+
+    def __init__(self, source):
+        self.source = source
+        self.bytes_read = 0
+
+    def readable(self):
+        return True
+
+    def readinto(self, buffer):
+        count = self.source.readinto(buffer)
+        self.bytes_read += count or 0
+        return count
+
+
+class Replay(io.RawIOBase):
+    """Bytes already read ahead (to tell the format), then the rest of the stream."""
+
+    def __init__(self, head: bytes, rest):
+        self.head = head
+        self.rest = rest
+
+    def readable(self):
+        return True
+
+    def readinto(self, buffer):
+        if self.head:
+            count = min(len(buffer), len(self.head))
+            buffer[:count] = self.head[:count]
+            self.head = self.head[count:]
+            return count
+        data = self.rest.read(len(buffer))
+        buffer[: len(data)] = data
+        return len(data)
+
+
+@dataclass
+class Source:
+    stream: io.BufferedIOBase  # decompressed bytes
+    counter: CountingReader
+    total_bytes: int | None  # the file's size when known (not for a pipe)
+    gzipped: bool
+
+    def close(self):
+        self.stream.close()
+
+
+def open_source(path: str, stdin=None) -> Source:
+    """Open FILE (or '-' for stdin) and undo gzip when the first bytes say so."""
+    if path == "-":
+        binary = stdin.buffer if hasattr(stdin, "buffer") else stdin
+    else:
+        binary = open(path, "rb")  # noqa: SIM115 - closed by Source.close
+    counter = CountingReader(binary)
+    buffered = io.BufferedReader(counter, buffer_size=READ_SIZE)
+    total = None
+    try:
+        info = os.fstat(binary.fileno())
+        total = info.st_size if info.st_size and os.path.isfile(path) else None
+    except (OSError, AttributeError, io.UnsupportedOperation):
+        pass
+    gzipped = buffered.peek(2)[:2] == GZIP_MAGIC
+    stream = gzip.GzipFile(fileobj=buffered, mode="rb") if gzipped else buffered
+    return Source(stream=stream, counter=counter, total_bytes=total, gzipped=gzipped)
+
+
+def line_cap() -> int:
+    """A line is read as one webhook body, so it has the body's cap."""
+    return settings.INGEST_MAX_BODY_BYTES
+
+
+def read_items(stream, *, fmt=AUTO, name=""):
+    """Every message of the export, in order, as Items. Raises BrokenExport when a JSON
+    document breaks off (JSON lines never do: a bad line is one rejected Item)."""
+    head = b""
+    if fmt == AUTO:
+        fmt, head = _tell_format(stream, name)
+    stream = io.BufferedReader(Replay(head, stream), buffer_size=READ_SIZE) if head else stream
+    if fmt == LINES:
+        return _read_lines(stream)
+    return JsonDocumentReader(stream).items()
+
+
+def _tell_format(stream, name):
+    """JSON lines when the first non-blank line is a complete JSON value on its own (or
+    the file is named .jsonl/.ndjson); otherwise one JSON document. Returns the bytes
+    read ahead, to be read again."""
+    if name.lower().endswith(LINE_SUFFIXES):
+        return LINES, b""
+    head = []
+    while True:
+        line = stream.readline(line_cap() + 1)
+        head.append(line)
+        if not line or line.strip():
+            break
+    first = line.strip()
+    if not first:
+        return LINES, b"".join(head)
+    complete = len(line) <= line_cap()
+    if complete:
+        try:
+            json.loads(first)
+        except (ValueError, RecursionError):
+            complete = False
+    starts_document = first[:1] in (b"[", b"{")
+    return (LINES if complete or not starts_document else DOCUMENT), b"".join(head)
+
+
+def _read_lines(stream):
+    cap = line_cap()
+    number = 0
+    while True:
+        line = stream.readline(cap + 1)
+        if not line:
+            return
+        number += 1
+        position = f"line {number}"
+        if len(line) > cap and not line.endswith(b"\n"):
+            while line and not line.endswith(b"\n"):  # skip the rest without keeping it
+                line = stream.readline(cap)
+            yield Item(position, rejection=(413, f"Line larger than {cap} bytes"))
+            continue
+        if not line.strip():
+            continue
+        try:
+            messages, is_batch = parse_messages(line)
+        except IngestError as error:
+            # The webhook's words are about a body; here the body is a line.
+            message = str(error.detail).replace("Body", "Line", 1)
+            yield Item(position, rejection=(error.status_code, message))
+            continue
+        if not is_batch:
+            yield Item(position, raw=messages[0])
+            continue
+        for index, raw in enumerate(messages):
+            yield Item(f"{position}, index {index}", raw=raw)
+
+
+def _reject_constant(name):
+    raise ValueError(f"{name} is not valid JSON")
+
+
+class JsonDocumentReader:
+    """Streams the messages of one JSON document: an array, {"batch": [...]} or a single
+    message. A sliding text buffer is decoded one value at a time with raw_decode, so
+    memory stays bounded by the largest single message, never by the document."""
+
+    def __init__(self, stream):
+        self.stream = stream
+        # Bytes that are not UTF-8 become U+FFFD rather than stopping the import.
+        self.utf8 = codecs.getincrementaldecoder("utf-8")("replace")
+        self.json = json.JSONDecoder(parse_constant=_reject_constant)
+        self.buffer = ""
+        self.pos = 0
+        self.eof = False
+        # A value longer than this cannot be a message (it is more than a whole webhook body).
+        self.max_value_chars = settings.INGEST_MAX_BODY_BYTES
+
+    def items(self):
+        start = self._peek()
+        if start == "[":
+            self.pos += 1
+            for index, raw in enumerate(self._array_values()):
+                yield Item(f"index {index}", raw=raw)
+        elif start == "{":
+            yield from self._object_items()
+        elif start:
+            raise BrokenExport(f"Expected a JSON array or object, found {start!r}")
+        if self._peek():
+            raise BrokenExport("Unexpected content after the JSON document")
+
+    def _fill(self, at_least=READ_SIZE) -> bool:
+        """Read more text, dropping what has been consumed; False at the end."""
+        if self.eof:
+            return False
+        data = self.stream.read(max(at_least, READ_SIZE))
+        self.eof = not data
+        self.buffer = self.buffer[self.pos :] + self.utf8.decode(data, final=self.eof)
+        self.pos = 0
+        return True
+
+    def _peek(self) -> str:
+        """The next character that is not whitespace ('' at the end), not consumed."""
+        while True:
+            self.pos = _WHITESPACE.match(self.buffer, self.pos).end()
+            if self.pos < len(self.buffer):
+                return self.buffer[self.pos]
+            if not self._fill():
+                return ""
+
+    def _expect(self, wanted: str, where: str) -> None:
+        found = self._peek()
+        if found != wanted:
+            raise BrokenExport(f"Expected {wanted!r} {where}, found {found or 'the end of the file'!r}")
+        self.pos += 1
+
+    def _value(self):
+        self._peek()
+        while True:
+            try:
+                value, end = self.json.raw_decode(self.buffer, self.pos)
+            except (ValueError, RecursionError) as error:
+                pending = len(self.buffer) - self.pos
+                if self.eof or pending > self.max_value_chars:
+                    raise BrokenExport(f"Not valid JSON: {str(error)[:120]}") from None
+                self._fill(at_least=pending)  # double what is buffered: linear, not quadratic
+                continue
+            # A number that ends the buffer may go on in the next read.
+            if end == len(self.buffer) and not self.eof:
+                self._fill()
+                continue
+            self.pos = end
+            return value
+
+    def _array_values(self):
+        """The values of an array whose '[' was consumed, up to and including its ']'."""
+        if self._peek() == "]":
+            self.pos += 1
+            return
+        while True:
+            yield self._value()
+            found = self._peek()
+            self.pos += 1
+            if found == "]":
+                return
+            if found != ",":
+                raise BrokenExport(f"Expected ',' or ']' in the array, found {found or 'the end of the file'!r}")
+
+    def _object_items(self):
+        """{"batch": [...], ...} streams the batch; any other object is one message."""
+        self._expect("{", "at the start")
+        fields = {}
+        is_batch = False
+        if self._peek() == "}":
+            self.pos += 1
+        else:
+            while True:
+                key = self._value()
+                if not isinstance(key, str):
+                    raise BrokenExport("Expected a field name in the JSON object")
+                self._expect(":", "after a field name")
+                if key == "batch" and not is_batch and self._peek() == "[":
+                    is_batch = True
+                    self.pos += 1
+                    for index, raw in enumerate(self._array_values()):
+                        yield Item(f"index {index}", raw=raw)
+                else:
+                    fields[key] = self._value()
+                found = self._peek()
+                self.pos += 1
+                if found == "}":
+                    break
+                if found != ",":
+                    raise BrokenExport(f"Expected ',' or '}}' in the object, found {found or 'the end of the file'!r}")
+        if not is_batch:
+            yield Item("index 0", raw=fields)

@@ -1,0 +1,191 @@
+"""import_events FILE --workspace SLUG: backfill a Segment export through the webhook's
+own write path (ingest_messages), in chunks, streamed in constant memory.
+
+Idempotent: every message is claimed by its messageId (a content digest when it has
+none), so importing a file twice, or after a partial run, changes nothing more.
+"""
+
+import sys
+import time
+from collections import Counter
+
+from django.core.management.base import BaseCommand, CommandError
+from django.db import DatabaseError
+
+from contacts.models import Workspace
+from ingest.backfill import AUTO, DOCUMENT, LINES, BrokenExport, open_source, read_items
+from ingest.serializers import oversized, too_large_message
+from ingest.services import ACCEPTED, Result, ingest_messages
+
+STATUSES = (*ACCEPTED, "rejected")
+
+
+def _plain(text):
+    """No colour: Django paints stderr red on a terminal, but progress is no error."""
+    return text
+
+
+class Command(BaseCommand):
+    help = (
+        "Import a Segment export (JSON lines, a JSON array or {\"batch\": [...]}; plain or gzip; "
+        "'-' for stdin) into a workspace, with the webhook's rules. Safe to run again."
+    )
+
+    def add_arguments(self, parser):
+        parser.add_argument("file", help="the export to read, or '-' for stdin")
+        parser.add_argument("--workspace", required=True, help="the workspace's slug")
+        parser.add_argument(
+            "--format", choices=(AUTO, LINES, DOCUMENT), default=AUTO,
+            help="auto (default): JSON lines when the first line is a whole JSON value, else one JSON document",
+        )
+        parser.add_argument("--chunk-size", type=int, default=1000, help="messages recorded per call (default 1000)")
+        parser.add_argument("--show-errors", type=int, default=20, help="how many errors the summary lists (default 20)")
+        parser.add_argument("--no-progress", action="store_true", help="no progress bar or progress lines")
+
+    def handle(self, *args, file, workspace, format, chunk_size, show_errors, no_progress, **options):
+        if chunk_size < 1:
+            raise CommandError("--chunk-size must be at least 1")
+        try:
+            target = Workspace.objects.get(slug=workspace)
+        except Workspace.DoesNotExist:
+            raise CommandError(f"No workspace with slug {workspace!r}") from None
+        try:
+            source = open_source(file, stdin=sys.stdin)
+        except OSError as error:
+            raise CommandError(f"Cannot read {file}: {error.strerror or error}") from None
+
+        tally = Tally(show_errors)
+        progress = Progress(self.stderr, source, enabled=not no_progress)
+        stopped = None
+        try:
+            chunk = []
+            for item in read_items(source.stream, fmt=format, name=file):
+                chunk.append(item)
+                if len(chunk) >= chunk_size:
+                    self.record(target, chunk, tally)
+                    chunk = []
+                    progress.update(tally.total)
+            self.record(target, chunk, tally)
+        except BrokenExport as error:
+            stopped = f"The export breaks off after {tally.total} messages: {error}"
+        except (OSError, EOFError) as error:  # a truncated or corrupt gzip stream
+            stopped = f"Cannot read {file} after {tally.total} messages: {error}"
+        except DatabaseError as error:
+            stopped = f"Database error after {tally.total} messages: {error}"
+        except KeyboardInterrupt:
+            stopped = f"Interrupted after {tally.total} messages"
+        finally:
+            progress.finish(tally.total)
+            source.close()
+
+        self.stdout.write(tally.summary(file, target, progress.elapsed()))
+        if stopped:
+            raise CommandError(f"{stopped}. Running the same import again resumes: what is recorded is skipped.")
+
+    def record(self, workspace, chunk, tally):
+        """Record one chunk with ingest_messages, the webhook's write path and rules."""
+        sendable = [item for item in chunk if item.rejection is None]
+        too_big = {i for i, item in enumerate(sendable) if oversized(item.raw)}
+        results = ingest_messages(
+            workspace=workspace,
+            raw_messages=[None if i in too_big else item.raw for i, item in enumerate(sendable)],
+        )
+        for i in too_big:
+            results[i].code, results[i].message = 413, too_large_message()
+        recorded = iter(results)
+        for item in chunk:
+            if item.rejection is None:
+                tally.add(item.position, next(recorded))
+            else:
+                code, message = item.rejection
+                tally.add(item.position, Result(status="rejected", code=code, message=message))
+
+
+class Tally:
+    """Counts per status, rejections per status code, and the first errors."""
+
+    def __init__(self, errors_kept):
+        self.statuses = Counter()
+        self.codes = Counter()
+        self.errors = []
+        self.errors_kept = errors_kept
+
+    @property
+    def total(self):
+        return sum(self.statuses.values())
+
+    def add(self, position, result):
+        self.statuses[result.status] += 1
+        if not result.accepted:
+            self.codes[result.code] += 1
+            if len(self.errors) < self.errors_kept:
+                self.errors.append(f"{position}: {result.code} {result.message}")
+
+    def summary(self, file, workspace, elapsed):
+        total = self.total
+        rate = f", {total / elapsed:,.0f} messages/s" if elapsed > 0 and total else ""
+        lines = [f"Imported {file} into workspace {workspace.slug}: {total:,} messages in {elapsed:.1f} s{rate}."]
+        for status in STATUSES:
+            line = f"  {status:<15}{self.statuses[status]:>12,}"
+            if status == "rejected" and self.codes:
+                line += "  (" + ", ".join(f"{code}: {n:,}" for code, n in sorted(self.codes.items())) + ")"
+            lines.append(line)
+        if self.errors:
+            lines.append("First errors:")
+            lines.extend(f"  {error}" for error in self.errors)
+            hidden = self.statuses["rejected"] - len(self.errors)
+            if hidden > 0:
+                lines.append(f"  ... and {hidden:,} more")
+        return "\n".join(lines)
+
+
+class Progress:
+    """A progress bar on a terminal (bytes read of the file, messages/s); on anything
+    else a quiet line every LINE_EVERY seconds, so logs stay readable."""
+
+    BAR_WIDTH = 24
+    REDRAW_EVERY = 0.2
+    LINE_EVERY = 10.0
+
+    def __init__(self, out, source, enabled=True):
+        self.out = out
+        self.source = source
+        self.enabled = enabled
+        self.terminal = enabled and out.isatty()
+        self.started = self.shown = time.monotonic()
+
+    def elapsed(self):
+        return time.monotonic() - self.started
+
+    def update(self, messages, final=False):
+        if not self.enabled:
+            return
+        now = time.monotonic()
+        if not final and now - self.shown < (self.REDRAW_EVERY if self.terminal else self.LINE_EVERY):
+            return
+        self.shown = now
+        read, total = self.source.counter.bytes_read, self.source.total_bytes
+        rate = messages / max(now - self.started, 1e-9)
+        if self.terminal:
+            done = min(read / total, 1.0) if total else 0.0
+            filled = int(done * self.BAR_WIDTH)
+            bar = f"{done:4.0%} [{'#' * filled}{'.' * (self.BAR_WIDTH - filled)}] " if total else ""
+            size = f"{_size(read)} of {_size(total)}" if total else f"{_size(read)} read"
+            self.out.write(f"\r{bar}{size} · {messages:,} messages · {rate:,.0f}/s\033[K", _plain, ending="")
+            self.out.flush()
+        else:
+            share = f" ({read / total:.0%} of {_size(total)})" if total else ""
+            self.out.write(f"import_events: {_size(read)} read{share}, {messages:,} messages, {rate:,.0f}/s")
+
+    def finish(self, messages):
+        if self.terminal:
+            self.update(messages, final=True)
+            self.out.write("", _plain)
+
+
+def _size(count):
+    for unit in ("B", "KB", "MB"):
+        if count < 1024:
+            return f"{count:,.0f} {unit}" if unit == "B" else f"{count:,.1f} {unit}"
+        count /= 1024
+    return f"{count:,.1f} GB"
