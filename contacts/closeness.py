@@ -108,3 +108,19 @@ class Closeness:
     def from_log(cls, closeness_log: float | None, today: dt.date) -> "Closeness":
         s = strength(closeness_log, today)
         return cls(strength=s, level=level_for(s, closeness_log is not None), score=score_for(s))
+
+
+def strength_series(days, start: dt.date, end: dt.date) -> list[float]:
+    """S(d) for every date d from start to end inclusive, in one pass over the days.
+
+    S(d) = S(d - 1) * 2 ** (-1 / H) + (1 if d is an interaction day): the same sum as
+    strength_from_days, evaluated for a whole range without re-summing each date."""
+    day_set = set(days)
+    decay = 2.0 ** (-1 / HALF_LIFE_DAYS)
+    s = strength_from_days((d for d in day_set if d < start), start - dt.timedelta(days=1))
+    series = []
+    for offset in range((end - start).days + 1):
+        date = start + dt.timedelta(days=offset)
+        s = s * decay + (1.0 if date in day_set else 0.0)
+        series.append(s)
+    return series

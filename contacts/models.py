@@ -64,21 +64,27 @@ class Membership(models.Model):
         return f"{self.user} in {self.workspace}"
 
 
+def level_q(level, today) -> models.Q:
+    """The condition "closeness on `today` is `level`" (a range on closeness_log), as a
+    Q so it also serves conditional counts and per-time-zone filters."""
+    if level == closeness.NONE:
+        return models.Q(closeness_log__isnull=True)
+    low, high = closeness.log_range(level, today)
+    q = models.Q(closeness_log__isnull=False)
+    if low is not None:
+        q &= models.Q(closeness_log__gte=low)
+    if high is not None:
+        q &= models.Q(closeness_log__lt=high)
+    return q
+
+
 class ContactQuerySet(models.QuerySet):
     def for_user(self, user):
         return self.filter(workspace__in=Workspace.objects.for_user(user))
 
     def at_level(self, level, today):
         """Contacts whose closeness on `today` is `level`: a range on closeness_log."""
-        if level == closeness.NONE:
-            return self.filter(closeness_log__isnull=True)
-        low, high = closeness.log_range(level, today)
-        qs = self.filter(closeness_log__isnull=False)
-        if low is not None:
-            qs = qs.filter(closeness_log__gte=low)
-        if high is not None:
-            qs = qs.filter(closeness_log__lt=high)
-        return qs
+        return self.filter(level_q(level, today))
 
     def losing_touch(self, today):
         """Warm or close at their last interaction, cool or colder today, seen within 90 days."""

@@ -16,7 +16,8 @@ class UserFactory(factory.django.DjangoModelFactory):
 
     username = factory.Sequence(lambda n: f"user{n}")
     email = factory.LazyAttribute(lambda u: f"{u.username}@example.com")
-    password = factory.PostGenerationMethodCall("set_password", "password")
+    # Hashed when built, so the saved row holds it (sessions check it on every request).
+    password = factory.django.Password("password")
 
 
 class WorkspaceFactory(factory.django.DjangoModelFactory):
@@ -66,3 +67,29 @@ def grant_rotate(user):
 def api_key_for(workspace):
     """A fresh raw API key for the workspace."""
     return create_api_key(workspace=workspace)[1]
+
+
+def contact_with_days(workspace, days, **fields):
+    """A contact whose timeline has one interaction on each of `days`, with closeness
+    computed the way ingest leaves it (Contact.recompute_closeness)."""
+    contact = ContactFactory(workspace=workspace, **fields)
+    Interaction.objects.bulk_create(
+        [
+            Interaction(
+                workspace=workspace,
+                contact=contact,
+                day=day,
+                occurred_at=dt.datetime.combine(day, dt.time(12), tzinfo=dt.timezone.utc),
+                last_occurred_at=dt.datetime.combine(day, dt.time(12), tzinfo=dt.timezone.utc),
+                description=f"Visited on {day.isoformat()}",
+            )
+            for day in set(days)
+        ]
+    )
+    if days:
+        Contact.recompute_closeness([contact.pk])
+        contact.refresh_from_db()
+    if contact.first_seen_at is None and days:
+        contact.first_seen_at = dt.datetime.combine(min(days), dt.time(12), tzinfo=dt.timezone.utc)
+        contact.save(update_fields=["first_seen_at"])
+    return contact

@@ -1,0 +1,47 @@
+"""Template helpers for the founders' pages: the closeness badge, dates in words and
+links that are only ever http(s)."""
+
+import datetime as dt
+from urllib.parse import urlsplit
+
+from django import template
+from django.utils.timesince import timesince
+
+register = template.Library()
+
+
+@register.inclusion_tag("contacts/_level_badge.html")
+def level_badge(measure, show_score=True):
+    """The closeness badge: the level's colour (one CSS class per level) and the score."""
+    return {"measure": measure, "show_score": show_score}
+
+
+@register.filter
+def days_ago(day, today):
+    """A past day in words relative to the workspace's today: "today", "3 days ago"."""
+    if not isinstance(day, dt.date):
+        return "never"
+    if isinstance(day, dt.datetime):
+        day = day.date()
+    days = (today - day).days
+    if days < 0:
+        return "tomorrow" if days == -1 else f"in {-days} days"
+    if days == 0:
+        return "today"
+    if days == 1:
+        return "yesterday"
+    if days < 14:
+        return f"{days} days ago"
+    return f"{timesince(day, today, depth=1)} ago"
+
+
+@register.filter
+def http_url(value):
+    """The URL when it is http(s), else "" — so a javascript: URL never becomes a link."""
+    if not isinstance(value, str):
+        return ""
+    try:
+        scheme = urlsplit(value.strip()).scheme.lower()
+    except ValueError:
+        return ""
+    return value.strip() if scheme in ("http", "https") else ""
