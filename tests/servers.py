@@ -1,0 +1,72 @@
+"""A real gunicorn serving natsite for tests that need separate processes (faults, rate
+limits across workers), and a Segment-like client for it."""
+
+import base64
+import contextlib
+import http.client
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+GUNICORN = Path(sys.executable).with_name("gunicorn")
+
+
+@contextlib.contextmanager
+def gunicorn(*, port: int, env: dict, workers: int = 2):
+    """Runs `gunicorn natsite.wsgi` on 127.0.0.1:port with `env` added to this process's environment."""
+    log = open(f"/tmp/natsite-test-gunicorn-{port}.log", "wb")
+    server = subprocess.Popen(
+        [str(GUNICORN), "natsite.wsgi", "-w", str(workers), "-b", f"127.0.0.1:{port}", "--timeout", "30"],
+        cwd=ROOT,
+        env={**os.environ, "DEBUG": "false", **env},
+        start_new_session=True,
+        stderr=log,
+    )
+    try:
+        deadline = time.time() + 30
+        while True:
+            try:
+                socket.create_connection(("127.0.0.1", port), timeout=1).close()
+                break
+            except OSError:
+                if time.time() > deadline or server.poll() is not None:
+                    raise RuntimeError(f"gunicorn did not start on port {port}; see {log.name}") from None
+                time.sleep(0.1)
+        yield server
+    finally:
+        os.killpg(server.pid, signal.SIGTERM)
+        server.wait(timeout=30)
+        log.close()
+
+
+class Answer:
+    def __init__(self, status, headers, body):
+        self.status = status
+        self.headers = headers
+        self.body = body
+
+    def json(self):
+        return json.loads(self.body)
+
+
+def post(port: int, key: str, payload, timeout: float = 30) -> Answer:
+    """POST a payload to the webhook as Segment does (Basic auth, key as the user name)."""
+    token = base64.b64encode(f"{key}:".encode()).decode()
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=timeout)
+    try:
+        conn.request(
+            "POST",
+            "/ingest/segment",
+            json.dumps(payload).encode(),
+            {"Content-Type": "application/json", "Authorization": f"Basic {token}"},
+        )
+        response = conn.getresponse()
+        return Answer(response.status, {k.lower(): v for k, v in response.getheaders()}, response.read())
+    finally:
+        conn.close()

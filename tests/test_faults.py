@@ -1,0 +1,209 @@
+"""When the database goes away, the webhook answers 503 with Retry-After (never 500),
+stores nothing half-done, and recovers by itself when the database returns.
+
+PostgreSQL: a real gunicorn reaches the test database through a TCP proxy that the
+test cuts and restores (the shared PostgreSQL server is never stopped). SQLite: a
+real gunicorn over a database file whose write lock another process holds longer than
+the busy timeout.
+"""
+
+import collections
+import datetime as dt
+import os
+import sqlite3
+import subprocess
+import sys
+import threading
+import time
+
+import pytest
+from django.db import connection
+
+from contacts import closeness
+from contacts.models import Contact, Interaction
+from ingest.models import ProcessedMessage
+from tests.segment_messages import identify
+from tests.servers import ROOT, gunicorn, post
+from tests.tcp_proxy import TcpProxy
+
+GUNICORN_PORT, PROXY_PORT = 8115, 8116
+WORKERS = 2
+
+
+def assert_retry_later(answer):
+    assert answer.status == 503, answer.body
+    assert int(answer.headers["retry-after"]) >= 1
+    assert answer.headers["content-type"] == "application/json"
+    assert answer.json()["message"]
+
+
+class Segment:
+    """Delivers like Segment: a 503 is retried after Retry-After until it is accepted."""
+
+    def __init__(self, key):
+        self.key = key
+        self.answers = []
+        self.lock = threading.Lock()
+
+    def deliver(self, payload):
+        while True:
+            answer = post(GUNICORN_PORT, self.key, payload)
+            with self.lock:
+                self.answers.append(answer)
+            if answer.status != 503:
+                return answer
+            time.sleep(float(answer.headers["retry-after"]))
+
+
+def day_of(n):
+    return dt.date(2026, 9, 1) + dt.timedelta(days=n % 5)
+
+
+def message(n, *, contact):
+    return identify(f"person{contact}@example.com", timestamp=f"{day_of(n)}T{n % 24:02d}:{n % 60:02d}:00.{n:06d}Z")
+
+
+@pytest.fixture
+def proxied_server(db):
+    if connection.vendor != "postgresql":
+        pytest.skip("needs PostgreSQL")
+    database = connection.settings_dict
+    proxy = TcpProxy(
+        listen_port=PROXY_PORT, upstream_host=database["HOST"] or "127.0.0.1", upstream_port=int(database["PORT"] or 5432)
+    ).start()
+    password = f":{database['PASSWORD']}" if database["PASSWORD"] else ""
+    env = {
+        "DATABASE_URL": f"postgres://{database['USER']}{password}@127.0.0.1:{PROXY_PORT}/{database['NAME']}",
+        "INGEST_RETRY_AFTER_SECONDS": "1",
+        "INGEST_RATE_LIMIT": "0",
+        "CACHE_URL": "locmemcache://faults",
+    }
+    try:
+        with gunicorn(port=GUNICORN_PORT, env=env, workers=WORKERS) as server:
+            yield proxy, server
+    finally:
+        proxy.stop()
+
+
+@pytest.mark.postgres
+@pytest.mark.django_db(transaction=True)
+def test_a_database_outage_answers_503_stores_nothing_half_done_and_recovers_without_restart(
+    proxied_server, workspace, api_key
+):
+    proxy, server = proxied_server
+    segment = Segment(api_key)
+    sent = {}
+
+    def deliver(payload):
+        for item in payload if isinstance(payload, list) else [payload]:
+            sent[item["messageId"]] = item
+        return segment.deliver(payload)
+
+    # Before the outage: workers keep their connections (CONN_MAX_AGE), one each.
+    for n in range(8):
+        assert deliver(message(n, contact=n % 3)).status == 200
+    assert proxy.connections <= WORKERS
+
+    # The database is gone: a batch is refused whole, and nothing of it is stored.
+    proxy.cut()
+    refused = [message(100 + n, contact=n) for n in range(4)]
+    answer = post(GUNICORN_PORT, api_key, refused)
+    assert_retry_later(answer)
+    assert_retry_later(post(GUNICORN_PORT, api_key, message(200, contact=1)))
+    assert not ProcessedMessage.objects.filter(message_id__in=[m["messageId"] for m in refused]).exists()
+    proxy.restore()
+
+    # The database drops out again while four senders stream singles, batches and replays.
+    def stream(sender):
+        for n in range(300 + sender * 100, 300 + sender * 100 + 30):
+            if n % 3 == 0:
+                deliver([message(n, contact=n % 7), message(n + 50, contact=(n + 1) % 7)])
+            else:
+                single = message(n, contact=n % 7)
+                deliver(single)
+                if n % 5 == 0:
+                    deliver(single)  # Segment delivers some messages twice
+
+    senders = [threading.Thread(target=stream, args=(i,)) for i in range(4)]
+    for thread in senders:
+        thread.start()
+    while len(segment.answers) < 20:
+        time.sleep(0.01)
+    connections_before = proxy.connections
+    proxy.cut()
+    time.sleep(1.5)
+    proxy.restore()
+    for thread in senders:
+        thread.join()
+    # The refused batch, retried now, goes through on the same server.
+    assert deliver(refused).status == 200
+
+    statuses = collections.Counter(a.status for a in segment.answers)
+    assert set(statuses) <= {200, 503}, statuses
+    assert statuses[503] >= 1
+    for answer in segment.answers:
+        if answer.status == 503:
+            assert_retry_later(answer)
+    assert server.poll() is None, "the server was never restarted"
+    assert proxy.connections > connections_before, "workers opened fresh connections after the outage"
+
+    # What is stored is exactly what was sent, each message counted once.
+    expected = collections.defaultdict(list)
+    for item in sent.values():
+        moment = dt.datetime.fromisoformat(item["timestamp"].replace("Z", "+00:00"))
+        expected[(item["traits"]["email"], moment.date())].append(moment)
+    stored = {
+        (row.contact.email, row.day): row for row in Interaction.objects.select_related("contact")
+    }
+    assert set(stored) == set(expected)
+    for slot, moments in expected.items():
+        assert stored[slot].event_count == len(moments)
+        assert stored[slot].occurred_at == min(moments)
+        assert stored[slot].last_occurred_at == max(moments)
+    assert ProcessedMessage.objects.count() == len(sent)
+    for contact in Contact.objects.all():
+        days = [day for email, day in expected if email == contact.email]
+        assert contact.closeness_log == pytest.approx(closeness.log_for_days(days), abs=1e-9)
+        assert contact.last_interaction_day == max(days)
+
+
+def test_a_sqlite_writer_holding_the_lock_past_the_busy_timeout_gets_503_then_the_retry_succeeds(tmp_path):
+    database = tmp_path / "natsite.sqlite3"
+    env = {
+        "DATABASE_URL": f"sqlite:///{database}",
+        "SQLITE_BUSY_TIMEOUT": "1",
+        "INGEST_RETRY_AFTER_SECONDS": "1",
+        "INGEST_RATE_LIMIT": "0",
+        "CACHE_URL": "locmemcache://faults",
+    }
+    manage = [sys.executable, "manage.py"]
+    run_env = {**os.environ, **env}
+    subprocess.run([*manage, "migrate", "--verbosity", "0"], cwd=ROOT, env=run_env, check=True)
+    created = subprocess.run(
+        [*manage, "createworkspace", "Acme"], cwd=ROOT, env=run_env, check=True, capture_output=True, text=True
+    )
+    key = created.stdout.strip().splitlines()[-1]
+
+    with gunicorn(port=GUNICORN_PORT, env=env, workers=WORKERS):
+        assert post(GUNICORN_PORT, key, identify("first@example.com")).status == 200
+
+        blocker = sqlite3.connect(database, isolation_level=None)
+        blocker.execute("BEGIN IMMEDIATE")  # another writer holds the lock, longer than the busy timeout
+        blocked = identify("second@example.com")
+        answers = [post(GUNICORN_PORT, key, blocked), post(GUNICORN_PORT, key, [identify("third@example.com")])]
+        blocker.execute("ROLLBACK")
+
+        for answer in answers:
+            assert_retry_later(answer)
+            assert "locked" not in answer.body.decode()
+        retried = post(GUNICORN_PORT, key, blocked)
+        assert retried.status == 200
+        assert retried.json()["status"] == "created"
+
+    with sqlite3.connect(database) as db:
+        assert db.execute("SELECT email FROM contacts_contact ORDER BY email").fetchall() == [
+            ("first@example.com",),
+            ("second@example.com",),
+        ]
+        assert db.execute("SELECT SUM(event_count) FROM contacts_interaction").fetchone() == (2,)
+    blocker.close()
