@@ -1,0 +1,77 @@
+"""The webhook never writes an API key or the Authorization header to the logs, nor to
+the error report mailed to ADMINS when something crashes."""
+
+import base64
+import logging
+
+import pytest
+from django.core import mail
+from django.test import Client
+from django.utils import timezone
+
+from ingest.models import ApiKey
+from tests.conftest import Webhook
+
+pytestmark = pytest.mark.django_db
+
+
+def identify(message_id="m-1"):
+    return {"type": "identify", "messageId": message_id, "traits": {"email": "ada@example.com"},
+            "timestamp": "2026-01-05T10:00:00Z"}
+
+
+def secrets_of(raw_key):
+    """Every form the key travels in: raw, as Basic credentials, as the header value."""
+    token = base64.b64encode(f"{raw_key}:".encode()).decode()
+    return [raw_key, raw_key[12:], token, f"Basic {token}", f"Bearer {raw_key}"]
+
+
+def everything_logged(records):
+    formatter = logging.Formatter("%(name)s %(levelname)s %(message)s")
+    return "\n".join(formatter.format(record) + repr(record.__dict__) for record in records)
+
+
+def assert_not_leaked(text, raw_key):
+    for secret in secrets_of(raw_key):
+        assert secret not in text
+
+
+@pytest.fixture
+def logs(caplog):
+    caplog.set_level(logging.DEBUG)
+    return caplog
+
+
+def test_accepted_and_refused_requests_log_no_key(client, api_key, workspace, logs):
+    webhook = Webhook(client, api_key)
+    assert webhook.post(identify()).status_code == 200
+    unknown = "nat_" + "x" * 43
+    assert webhook.post(identify("m-2"), key=unknown).status_code == 401
+    assert client.post(
+        "/ingest/segment", identify("m-3"), content_type="application/json", HTTP_AUTHORIZATION=f"Bearer {api_key}x"
+    ).status_code == 401
+    ApiKey.objects.filter(workspace=workspace).update(revoked_at=timezone.now())
+    assert webhook.post(identify("m-4")).status_code == 401
+    assert logs.records  # the refusals were logged (as "Unauthorized: /ingest/segment")
+    text = everything_logged(logs.records)
+    assert_not_leaked(text, api_key)
+    assert_not_leaked(text, unknown)
+
+
+def test_a_crash_logs_and_mails_no_key(settings, api_key, monkeypatch, logs):
+    settings.ADMINS = [("Ops", "ops@example.com")]
+    settings.DEBUG = False
+
+    def crash(**kwargs):
+        raise RuntimeError("boom")
+
+    monkeypatch.setattr("ingest.views.ingest_messages", crash)
+    response = Webhook(Client(raise_request_exception=False), api_key).post(identify())
+    assert response.status_code == 500
+    text = everything_logged(logs.records)
+    assert "boom" in text  # the crash itself is logged, with its traceback
+    assert_not_leaked(text, api_key)
+    assert len(mail.outbox) == 1
+    report = mail.outbox[0].body
+    assert "HTTP_AUTHORIZATION" in report and "********" in report  # the header is masked
+    assert_not_leaked(report, api_key)
