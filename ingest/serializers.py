@@ -21,6 +21,7 @@ DESCRIPTION_MAX = 1000
 URL_MAX = 2048
 MESSAGE_ID_MAX = 255
 USER_ID_MAX = 255
+EMAIL_MAX = 254  # Contact.email's length, the RFC 5321 path limit
 MAX_DEPTH = 64
 STANDARD_DESCRIPTION = "Identified via Segment"
 UNSUPPORTED_TYPE = "Only identify calls are accepted (and delete requests); got {!r}"
@@ -157,12 +158,16 @@ def find_email(raw) -> str:
     """First found of traits.email, context.traits.email, email, properties.email, userId."""
     for path in (("traits", "email"), ("context", "traits", "email"), ("email",), ("properties", "email")):
         value = lookup(raw, *path)
-        if value is None or value == "":
+        # null, "" and "   " are what libraries send for "no email here": look further.
+        if value is None or (isinstance(value, str) and not value.strip()):
             continue
         return normalize_email(value)
     user_id = lookup(raw, "userId")
     if isinstance(user_id, str) and "@" in user_id:
-        return normalize_email(user_id)
+        try:
+            return normalize_email(user_id)
+        except MessageRejected:
+            pass  # a userId such as "twitter:@jane" is simply not an email
     raise MessageRejected(400, "Missing email")
 
 
@@ -171,6 +176,8 @@ def normalize_email(value) -> str:
         raise MessageRejected(400, "Invalid email address")
     email = value.strip().lower()
     try:
+        if len(email) > EMAIL_MAX:
+            raise ValidationError("too long")
         _validate_email(email)
     except ValidationError:
         raise MessageRejected(400, "Invalid email address") from None

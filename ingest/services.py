@@ -241,9 +241,12 @@ def ingest_messages(*, workspace: Workspace, raw_messages, now=None) -> list[Res
 
 def excerpt_of(raw, limit=300) -> str:
     try:
-        text = json.dumps(raw, ensure_ascii=False, default=str)
+        # A body that could not be parsed is shown as the text it is.
+        text = raw if isinstance(raw, str) else json.dumps(raw, ensure_ascii=False, default=str)
     except (TypeError, ValueError, RecursionError):
         text = repr(raw)
+    # Lone surrogates (from "\ud800" escapes) cannot be encoded for the database.
+    text = text.encode("utf-8", "replace").decode("utf-8").replace("\x00", "")
     return text if len(text) <= limit else text[: limit - 1] + "…"
 
 

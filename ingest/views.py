@@ -4,6 +4,7 @@ import hashlib
 import hmac
 import json
 import logging
+import math
 import zlib
 
 from django.conf import settings
@@ -15,7 +16,7 @@ from rest_framework.views import exception_handler as drf_exception_handler
 
 from ingest import ratelimit
 from ingest.authentication import REALM, ApiKeyAuthentication
-from ingest.services import ingest_messages, remember_rejections
+from ingest.services import Result, ingest_messages, remember_rejections
 from ingest.serializers import oversized, too_large_message
 
 logger = logging.getLogger(__name__)
@@ -110,10 +111,18 @@ def _reject_constant(name):
     raise ValueError(f"{name} is not valid JSON")
 
 
+def _finite_float(text):
+    # 1e999 parses to inf, which JSON columns cannot store: refuse it like NaN.
+    value = float(text)
+    if math.isinf(value):
+        raise ValueError(f"{text[:40]} is out of range")
+    return value
+
+
 def parse_messages(data: bytes):
     """(messages, is_batch) from a JSON object, array, or {"batch": [...]}."""
     try:
-        payload = json.loads(data, parse_constant=_reject_constant)
+        payload = json.loads(data, parse_constant=_reject_constant, parse_float=_finite_float)
     except (ValueError, UnicodeDecodeError, RecursionError) as error:
         raise IngestError(400, f"Body is not valid JSON: {str(error)[:120]}") from None
     if isinstance(payload, list):
@@ -129,19 +138,45 @@ def parse_messages(data: bytes):
     return messages, True
 
 
+def remember_request_rejection(request, error) -> None:
+    # The body as decoded, when it got that far (a gzipped body's bytes say nothing).
+    excerpt = getattr(request, "_natsite_body", b"")[:1000].decode("utf-8", "replace")
+    result = Result(status="rejected", code=error.status_code, message=str(error.detail))
+    remember_rejections(workspace=request.auth.workspace, rejected=[(result, excerpt)])
+
+
 class SegmentWebhook(APIView):
     authentication_classes = [ApiKeyAuthentication]
     permission_classes = []
 
+    def perform_authentication(self, request):
+        # A GET from a browser or a probe learns the method is wrong (405), not that it
+        # lacks a key: the endpoint only ever takes a POST.
+        if request.method not in ("POST", "OPTIONS"):
+            raise exceptions.MethodNotAllowed(request.method)
+        super().perform_authentication(request)
+
     def post(self, request):
+        try:
+            return self.record(request)
+        except (IngestError, exceptions.AuthenticationFailed) as error:
+            # The whole request was refused after the key was known: keep it in the
+            # workspace's rejected log, since Segment drops what gets a 4xx.
+            if error.status_code != 429:
+                remember_request_rejection(request, error)
+            raise
+
+    def record(self, request):
         api_key = request.auth
         workspace = api_key.workspace
         if not _is_json(request.META.get("CONTENT_TYPE", "")):
             raise IngestError(415, "Content-Type must be application/json")
         raw_body = read_body(request)
         check_signature(workspace, raw_body, request)
-        messages, is_batch = parse_messages(decode_body(request, raw_body))
-        if not is_batch and len(raw_body) > settings.INGEST_MAX_MESSAGE_BYTES and oversized(messages[0]):
+        body = request._natsite_body = decode_body(request, raw_body)
+        messages, is_batch = parse_messages(body)
+        # The cap is on the message as decoded (a gzipped body is much smaller than it).
+        if not is_batch and len(body) > settings.INGEST_MAX_MESSAGE_BYTES and oversized(messages[0]):
             raise IngestError(413, too_large_message())
 
         wait = ratelimit.admit(api_key.pk, max(1, len(messages)))

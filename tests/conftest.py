@@ -30,6 +30,16 @@ def _fresh_cache():
     cache.clear()
 
 
+@pytest.fixture(autouse=True)
+def _postgres_only(request):
+    """Tests marked @pytest.mark.postgres run only when DATABASE_URL is PostgreSQL."""
+    if request.node.get_closest_marker("postgres"):
+        from django.db import connection
+
+        if connection.vendor != "postgresql":
+            pytest.skip("needs PostgreSQL: run with DATABASE_URL=postgres://...")
+
+
 def load_fixture(name):
     return json.loads((FIXTURES / "segment" / f"{name}.json").read_text())
 
