@@ -1,4 +1,5 @@
 from django.contrib import admin
+from django.contrib.auth import views as auth_views
 from django.urls import include, path
 
 from natsite import login
@@ -9,6 +10,14 @@ admin.site.login_form = login.AdminLoginForm
 urlpatterns = [
     path("admin/login/", login.answers_429_when_rate_limited(admin.site.login)),
     path("admin/", admin.site.urls),
+    path(
+        "accounts/login/",
+        login.answers_429_when_rate_limited(
+            auth_views.LoginView.as_view(authentication_form=login.LoginForm, redirect_authenticated_user=True)
+        ),
+        name="login",
+    ),
+    path("accounts/logout/", auth_views.LogoutView.as_view(), name="logout"),
     path("", include("ingest.urls")),
     path("", include("contacts.urls")),
 ]
