@@ -1,6 +1,8 @@
-"""API key lifecycle: create, rotate with a grace period, revoke; every step audited."""
+"""API key lifecycle: create, rotate with a grace period, revoke; the workspace's
+optional signing secret; every step audited."""
 
 import datetime as dt
+import secrets
 
 from django.db import transaction
 from django.utils import timezone
@@ -55,3 +57,22 @@ def revoke_api_key(*, api_key: ApiKey, actor=None) -> ApiKey:
                 actor=actor,
             )
     return api_key
+
+
+def set_signing_secret(*, workspace, actor=None) -> str:
+    """Generate a new signing secret for the workspace (replacing any); returns it, to be
+    shown once. The webhook must keep it in clear to check X-Signature."""
+    secret = secrets.token_urlsafe(32)
+    with transaction.atomic():
+        workspace.signing_secret = secret
+        workspace.save(update_fields=["signing_secret"])
+        ApiKeyEvent.objects.create(workspace=workspace, action=ApiKeyEvent.SIGNING_SECRET_SET, actor=actor)
+    return secret
+
+
+def clear_signing_secret(*, workspace, actor=None) -> None:
+    with transaction.atomic():
+        if workspace.signing_secret:
+            workspace.signing_secret = ""
+            workspace.save(update_fields=["signing_secret"])
+            ApiKeyEvent.objects.create(workspace=workspace, action=ApiKeyEvent.SIGNING_SECRET_CLEARED, actor=actor)
