@@ -93,3 +93,31 @@ def contact_with_days(workspace, days, **fields):
         contact.first_seen_at = dt.datetime.combine(min(days), dt.time(12), tzinfo=dt.timezone.utc)
         contact.save(update_fields=["first_seen_at"])
     return contact
+
+
+def many_contacts(workspace, count, days_of):
+    """`count` contacts made in bulk, contact n with interactions on days_of(n), and
+    their closeness recomputed: for the "a few hundred rows" query-count tests."""
+    contacts = Contact.objects.bulk_create(
+        [Contact(workspace=workspace, email=f"bulk{n}@example.com", name=f"Bulk Contact {n}") for n in range(count)]
+    )
+    if not all(c.pk for c in contacts):  # backends that do not return ids from bulk_create
+        contacts = list(Contact.objects.filter(workspace=workspace, email__startswith="bulk").order_by("pk"))
+    moment = dt.time(12)
+    Interaction.objects.bulk_create(
+        [
+            Interaction(
+                workspace=workspace,
+                contact=contact,
+                day=day,
+                occurred_at=dt.datetime.combine(day, moment, tzinfo=dt.timezone.utc),
+                last_occurred_at=dt.datetime.combine(day, moment, tzinfo=dt.timezone.utc),
+                description=f"Visited on {day.isoformat()}",
+            )
+            for n, contact in enumerate(contacts)
+            for day in set(days_of(n))
+        ],
+        batch_size=500,
+    )
+    Contact.recompute_closeness([c.pk for c in contacts])
+    return contacts

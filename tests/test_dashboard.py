@@ -7,7 +7,7 @@ import re
 import pytest
 
 from contacts.models import Interaction
-from tests.factories import ContactFactory, contact_with_days
+from tests.factories import ContactFactory, contact_with_days, many_contacts
 
 DAY = dt.timedelta(days=1)
 
@@ -159,8 +159,7 @@ def test_it_escapes_contact_names(client, alice, workspace, today):
 
 
 def _fill(workspace, today, contacts):
-    for n in range(contacts):
-        contact_with_days(workspace, days_back(today, n % 80, (n * 7) % 120, 40 + n % 30))
+    many_contacts(workspace, contacts, lambda n: days_back(today, n % 80, (n * 7) % 120, 40 + n % 30))
 
 
 @pytest.mark.parametrize("contacts", [3, 300])
