@@ -1,0 +1,34 @@
+"""The admin's "Rotate API key" action, mixed into contacts.admin.WorkspaceAdmin.
+
+Kept apart from ingest/admin.py, which imports contacts/admin.py for its scoping mixin:
+contacts/admin.py can import this module without an import cycle."""
+
+from django.contrib import admin, messages
+
+from ingest.api_keys import rotate_api_key
+from ingest.models import DEFAULT_GRACE
+
+PERMISSION = "ingest.rotate_apikey"
+
+
+class ApiKeyRotationAdminMixin:
+    """Adds the rotate action (offered only to holders of ingest.rotate_apikey) to a
+    Workspace admin whose queryset is already scoped to the user's workspaces."""
+
+    # The signing secret is set and cleared on /settings/api-keys/, and shown only once
+    # there: the admin's form would show it in clear.
+    exclude = ("signing_secret",)
+
+    def has_rotate_apikey_permission(self, request):
+        return request.user.has_perm(PERMISSION)
+
+    @admin.action(description="Rotate API key (old keys expire in 24 hours)", permissions=["rotate_apikey"])
+    def rotate_api_key(self, request, queryset):
+        for workspace in queryset.order_by("name", "pk"):
+            api_key, raw_key = rotate_api_key(workspace=workspace, actor=request.user, grace=DEFAULT_GRACE)
+            self.message_user(
+                request,
+                f"New API key for {workspace.name}: {raw_key} — copy it now, it is shown only this once. "
+                f"The workspace's other keys expire in 24 hours.",
+                messages.SUCCESS,
+            )
