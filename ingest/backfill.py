@@ -2,7 +2,8 @@
 
 An export is JSON lines (one message per line; a line may also be a whole webhook
 body: an array or {"batch": [...]}), or one JSON document: an array of messages,
-{"batch": [...]} or a single message. Plain or gzip, told apart by the first bytes.
+{"batch": [...]} or a single message (several of them one after another are read
+too). Plain or gzip, told apart by the first bytes.
 Each message comes out as an Item that carries where it was found (a line number, or
 an index in the document's array) so the summary can point at it.
 
@@ -26,6 +27,7 @@ GZIP_MAGIC = b"\x1f\x8b"
 LINES, DOCUMENT, AUTO = "lines", "json", "auto"
 LINE_SUFFIXES = (".jsonl", ".ndjson", ".jsonl.gz", ".ndjson.gz")
 READ_SIZE = 1 << 16
+HEAD_BYTES = 1 << 16  # read ahead to tell JSON lines from a JSON document
 _WHITESPACE = re.compile(r"[ \t\r\n]*")
 
 
@@ -61,7 +63,7 @@ class Replay(io.RawIOBase):
     """Bytes already read ahead (to tell the format), then the rest of the stream."""
 
     def __init__(self, head: bytes, rest):
-        self.head = head
+        self.head = memoryview(head)  # sliced without copying
         self.rest = rest
 
     def readable(self):
@@ -126,28 +128,27 @@ def read_items(stream, *, fmt=AUTO, name=""):
 
 
 def _tell_format(stream, name):
-    """JSON lines when the first non-blank line is a complete JSON value on its own (or
-    the file is named .jsonl/.ndjson); otherwise one JSON document. Returns the bytes
-    read ahead, to be read again."""
+    """JSON lines when the first non-blank line is a whole JSON value on its own (or the
+    file is named .jsonl/.ndjson); otherwise a JSON document. Looks at most HEAD_BYTES
+    ahead, and returns them to be read again."""
     if name.lower().endswith(LINE_SUFFIXES):
         return LINES, b""
-    head = []
-    while True:
-        line = stream.readline(line_cap() + 1)
-        head.append(line)
+    head = line = b""
+    while len(head) < HEAD_BYTES:
+        line = stream.readline(HEAD_BYTES)
+        head += line
         if not line or line.strip():
             break
     first = line.strip()
-    if not first:
-        return LINES, b"".join(head)
-    complete = len(line) <= line_cap()
-    if complete:
+    if first[:1] not in (b"[", b"{"):
+        return LINES, head  # blank, or no JSON at all: reported line by line
+    if line.endswith(b"\n") or len(line) < HEAD_BYTES:
         try:
             json.loads(first)
+            return LINES, head
         except (ValueError, RecursionError):
-            complete = False
-    starts_document = first[:1] in (b"[", b"{")
-    return (LINES if complete or not starts_document else DOCUMENT), b"".join(head)
+            pass
+    return DOCUMENT, head
 
 
 def _read_lines(stream):
@@ -201,17 +202,20 @@ class JsonDocumentReader:
         self.max_value_chars = settings.INGEST_MAX_BODY_BYTES
 
     def items(self):
-        start = self._peek()
-        if start == "[":
-            self.pos += 1
-            for index, raw in enumerate(self._array_values()):
-                yield Item(f"index {index}", raw=raw)
-        elif start == "{":
-            yield from self._object_items()
-        elif start:
-            raise BrokenExport(f"Expected a JSON array or object, found {start!r}")
-        if self._peek():
-            raise BrokenExport("Unexpected content after the JSON document")
+        """The messages of every top-level value, in order; several values one after
+        another (concatenated JSON) are read the same way as one."""
+        count = 0
+        while start := self._peek():
+            if start == "[":
+                self.pos += 1
+                values = self._array_values()
+            elif start == "{":
+                values = self._object_values()
+            else:
+                raise BrokenExport(f"Expected a JSON array or object, found {start!r}")
+            for raw in values:
+                yield Item(f"index {count}", raw=raw)
+                count += 1
 
     def _fill(self, at_least=READ_SIZE) -> bool:
         """Read more text, dropping what has been consumed; False at the end."""
@@ -270,9 +274,9 @@ class JsonDocumentReader:
             if found != ",":
                 raise BrokenExport(f"Expected ',' or ']' in the array, found {found or 'the end of the file'!r}")
 
-    def _object_items(self):
+    def _object_values(self):
         """{"batch": [...], ...} streams the batch; any other object is one message."""
-        self._expect("{", "at the start")
+        self._expect("{", "at the start of an object")
         fields = {}
         is_batch = False
         if self._peek() == "}":
@@ -286,8 +290,7 @@ class JsonDocumentReader:
                 if key == "batch" and not is_batch and self._peek() == "[":
                     is_batch = True
                     self.pos += 1
-                    for index, raw in enumerate(self._array_values()):
-                        yield Item(f"index {index}", raw=raw)
+                    yield from self._array_values()
                 else:
                     fields[key] = self._value()
                 found = self._peek()
@@ -297,4 +300,4 @@ class JsonDocumentReader:
                 if found != ",":
                     raise BrokenExport(f"Expected ',' or '}}' in the object, found {found or 'the end of the file'!r}")
         if not is_batch:
-            yield Item("index 0", raw=fields)
+            yield fields

@@ -1,0 +1,234 @@
+"""import_events: every input form, gzip, stdin, bad lines, re-runs, and the same
+database as the webhook for the same messages."""
+
+import gzip
+import io
+import json
+import sys
+import tracemalloc
+
+import pytest
+from django.core.management import CommandError, call_command
+
+from contacts.models import Contact, Interaction
+from ingest.models import ProcessedMessage, RejectedMessage
+from tests.conftest import FIXTURES, load_fixture
+from tests.segment_messages import identify
+
+pytestmark = pytest.mark.django_db
+
+
+def run_import(path, workspace, *args):
+    out = io.StringIO()
+    call_command("import_events", str(path), "--workspace", workspace.slug, "--no-progress", *args, stdout=out)
+    return out.getvalue()
+
+
+def write_lines(path, messages):
+    path.write_text("".join(json.dumps(m) + "\n" for m in messages))
+    return path
+
+
+def summary_count(output, status):
+    line = next(line for line in output.splitlines() if line.strip().startswith(status + " "))
+    return int(line.split()[1].replace(",", ""))
+
+
+def snapshot(workspace):
+    """Everything an import writes for a workspace, without ids or bookkeeping times."""
+    contacts = sorted(
+        (c.email, c.name, c.user_id, json.dumps(c.traits, sort_keys=True), c.first_seen_at,
+         c.last_interaction_day, c.closeness_log, c.last_interaction_log_strength)
+        for c in Contact.objects.filter(workspace=workspace)
+    )
+    interactions = sorted(
+        (i.contact.email, i.day, i.occurred_at, i.last_occurred_at, i.description, i.url, i.event_count)
+        for i in Interaction.objects.filter(workspace=workspace).select_related("contact")
+    )
+    processed = sorted(ProcessedMessage.objects.filter(workspace=workspace).values_list("message_id", flat=True))
+    return contacts, interactions, processed
+
+
+MESSAGES = [
+    identify("ann@example.com", "2024-06-01T09:00:00Z", messageId="m-1", traits={"email": "ann@example.com", "firstName": "Ann"}),
+    identify("ann@example.com", "2024-06-01T08:00:00Z", messageId="m-2", page={"url": "https://example.com/early"}),
+    identify("bob@example.com", "2024-06-02T10:00:00+02:00", messageId="m-3"),
+]
+
+
+def test_it_imports_json_lines(tmp_path, workspace):
+    output = run_import(write_lines(tmp_path / "export.jsonl", MESSAGES), workspace)
+    assert summary_count(output, "created") == 2
+    assert summary_count(output, "merged") == 1
+    ann = Contact.objects.get(workspace=workspace, email="ann@example.com")
+    assert ann.name == "Ann"
+    interaction = ann.interactions.get()
+    assert (interaction.event_count, interaction.description) == (2, "https://example.com/early")
+
+
+def test_it_imports_a_json_array_spread_over_many_lines(tmp_path, workspace):
+    path = tmp_path / "export.json"
+    path.write_text(json.dumps(MESSAGES, indent=2))
+    output = run_import(path, workspace)
+    assert summary_count(output, "created") == 2
+    assert Interaction.objects.filter(workspace=workspace).count() == 2
+
+
+def test_it_imports_a_batch_object_whatever_keys_come_before_the_batch(tmp_path, workspace):
+    path = tmp_path / "batch.json"
+    path.write_text(json.dumps({"sentAt": "2024-06-03T00:00:00Z", "batch": MESSAGES, "context": {"library": {}}}))
+    output = run_import(path, workspace)
+    assert summary_count(output, "created") == 2
+    assert summary_count(output, "merged") == 1
+
+
+def test_it_imports_a_single_pretty_printed_message(workspace):
+    output = run_import(FIXTURES / "segment" / "identify-recommended.json", workspace)
+    assert summary_count(output, "created") == 1
+    assert Contact.objects.get(workspace=workspace).email == "peter@initech.com"
+
+
+def test_it_reads_gzip_by_its_first_bytes_whatever_the_file_is_called(tmp_path, workspace):
+    path = tmp_path / "export.json"  # no .gz: the magic bytes tell
+    path.write_bytes(gzip.compress("\n".join(json.dumps(m) for m in MESSAGES).encode()))
+    output = run_import(path, workspace)
+    assert summary_count(output, "created") == 2
+    assert summary_count(output, "rejected") == 0
+
+
+def test_it_reads_a_gzipped_batch_from_stdin(monkeypatch, workspace):
+    body = gzip.compress(json.dumps({"batch": MESSAGES}).encode())
+    monkeypatch.setattr(sys, "stdin", io.TextIOWrapper(io.BytesIO(body)))
+    output = run_import("-", workspace)
+    assert output.startswith("Imported - into workspace acme: 3 messages")
+    assert Contact.objects.filter(workspace=workspace).count() == 2
+
+
+def test_bad_lines_are_reported_with_their_line_numbers_and_the_others_kept(tmp_path, workspace):
+    path = tmp_path / "export.jsonl"
+    path.write_text(
+        "\n".join([
+            json.dumps(identify("ann@example.com", messageId="good-1")),
+            "{not json",
+            "",
+            json.dumps({"type": "track", "event": "Clicked", "timestamp": "2024-06-01T09:00:00Z"}),
+            json.dumps([identify("bob@example.com", messageId="good-2"), {"type": "identify", "timestamp": "2024-06-01T09:00:00Z"}]),
+            json.dumps(identify("cy@example.com", messageId="good-3")),
+        ])
+    )
+    output = run_import(path, workspace)
+    assert "line 2: 400 Line is not valid JSON" in output
+    assert "line 4: 501 Only identify calls are accepted" in output
+    assert "line 5, index 1: 400 Missing email" in output
+    assert summary_count(output, "rejected") == 3
+    assert "(400: 2, 501: 1)" in output
+    emails = set(Contact.objects.filter(workspace=workspace).values_list("email", flat=True))
+    assert emails == {"ann@example.com", "bob@example.com", "cy@example.com"}
+
+
+def test_errors_in_an_array_are_reported_by_their_index(tmp_path, workspace):
+    path = tmp_path / "export.json"
+    path.write_text(json.dumps([MESSAGES[0], {"type": "identify", "traits": {"email": "x@example.com"}}], indent=1))
+    output = run_import(path, workspace)
+    assert "index 1: 400 Missing timestamp" in output
+
+
+def test_a_message_over_the_webhook_size_limit_is_rejected_and_the_rest_kept(tmp_path, workspace, settings):
+    big = identify("big@example.com", messageId="big", traits={"email": "big@example.com", "bio": "x" * 40_000})
+    output = run_import(write_lines(tmp_path / "export.jsonl", [big, MESSAGES[2]]), workspace)
+    assert f"line 1: 413 Message larger than {settings.INGEST_MAX_MESSAGE_BYTES} bytes" in output
+    assert list(Contact.objects.filter(workspace=workspace).values_list("email", flat=True)) == ["bob@example.com"]
+
+
+def test_a_second_run_leaves_the_database_as_the_first_left_it(tmp_path, workspace):
+    messages = [load_fixture(name) for name in ("identify-recommended", "identify-analytics-js", "identify-event-name")]
+    messages += MESSAGES + [{"type": "identify", "timestamp": "2024-06-05T12:00:00Z", "email": "nomid@example.com"}]
+    path = write_lines(tmp_path / "export.jsonl", messages)
+    run_import(path, workspace)
+    once = snapshot(workspace)
+    output = run_import(path, workspace)
+    assert snapshot(workspace) == once
+    assert summary_count(output, "duplicate") == len(messages)
+
+
+def test_a_message_without_message_id_is_recognised_again_by_its_content(tmp_path, workspace):
+    message = {"type": "identify", "timestamp": "2024-06-05T12:00:00Z", "email": "nomid@example.com"}
+    run_import(write_lines(tmp_path / "a.jsonl", [message]), workspace)
+    # The same content, in another file, formatted differently, with its keys in another order.
+    (tmp_path / "b.json").write_text(json.dumps([dict(reversed(list(message.items())))], indent=4))
+    output = run_import(tmp_path / "b.json", workspace)
+    assert summary_count(output, "duplicate") == 1
+    assert Interaction.objects.get(workspace=workspace).event_count == 1
+
+
+def test_it_records_exactly_what_the_webhook_records_for_the_same_messages(tmp_path, workspace, other_workspace, webhook):
+    messages = [
+        load_fixture(name)
+        for name in (
+            "identify-recommended", "identify-analytics-js", "identify-event-name", "identify-flat-email",
+            "identify-engage-audience", "track-not-supported",
+        )
+    ]
+    messages += load_fixture("batch-actions-array") + MESSAGES
+    messages += [
+        # Out of order within a day, a trait that a later message overrides, a replay.
+        identify("ann@example.com", "2024-06-01T07:00:00Z", messageId="m-4", event="Signed in",
+                 traits={"email": "ann@example.com", "plan": "pro", "first_name": "Annie"}),
+        identify("ann@example.com", "2024-05-20T07:00:00Z", messageId="m-5", traits={"email": "ann@example.com", "plan": "free"}),
+        identify("ann@example.com", "2024-06-01T09:00:00Z", messageId="m-1"),
+        {"type": "identify", "timestamp": "2024-06-03T00:00:00Z", "userId": "jo@example.com"},
+        {"type": "identify", "timestamp": "2024-06-03T00:00:00Z", "userId": "jo@example.com"},
+        {"type": "identify", "timestamp": "not a time", "email": "bad@example.com"},
+        load_fixture("delete-user"),
+    ]
+    output = run_import(write_lines(tmp_path / "export.jsonl", messages), other_workspace)
+    response = webhook.post(messages)
+    assert response.status_code == 200
+    statuses = [r["status"] for r in response.json()["results"]]
+    for status in ("created", "merged", "duplicate", "traits_updated", "deleted"):
+        assert summary_count(output, status) == statuses.count(status), status
+    assert summary_count(output, "rejected") == response.json()["rejected"]
+    contacts, interactions, _ = snapshot(workspace)  # the webhook's key is this workspace's
+    assert len(contacts) >= 6 and len(interactions) >= 6
+    assert snapshot(other_workspace) == (contacts, interactions, snapshot(workspace)[2])
+
+
+def test_the_import_does_not_fill_the_list_of_rejected_segment_messages(tmp_path, workspace):
+    run_import(write_lines(tmp_path / "export.jsonl", [{"type": "track", "timestamp": "2024-06-01T00:00:00Z"}]), workspace)
+    assert not RejectedMessage.objects.filter(workspace=workspace).exists()
+
+
+def test_a_document_that_breaks_off_stops_with_an_error_and_keeps_what_was_read(tmp_path, workspace):
+    path = tmp_path / "export.json"
+    path.write_text(json.dumps(MESSAGES, indent=2)[:-40])  # truncated inside the last message
+    with pytest.raises(CommandError, match="breaks off after 2 messages.*again resumes"):
+        run_import(path, workspace, "--chunk-size", "1")
+    assert Contact.objects.filter(workspace=workspace).count() == 1
+
+
+def test_an_unknown_workspace_or_a_missing_file_is_an_error(tmp_path, workspace):
+    with pytest.raises(CommandError, match="No workspace with slug 'nope'"):
+        call_command("import_events", str(tmp_path / "x.jsonl"), "--workspace", "nope")
+    with pytest.raises(CommandError, match="Cannot read"):
+        run_import(tmp_path / "missing.jsonl", workspace)
+
+
+def test_memory_stays_bounded_on_a_file_many_times_larger(tmp_path, workspace):
+    """A 15 MB single-line batch (the worst case for a line reader) is read with a peak
+    well under the file's size: the parser keeps one message and one chunk at a time."""
+    padding = "x" * 6000
+    path = tmp_path / "big.json"
+    with path.open("w") as out:  # messages the webhook rejects: the test is about reading
+        out.write('{"batch": [')
+        out.write(",".join(json.dumps({"type": "track", "n": n, "pad": padding}) for n in range(2_500)))
+        out.write("]}")
+    size = path.stat().st_size
+    tracemalloc.start()
+    try:
+        output = run_import(path, workspace, "--chunk-size", "100", "--show-errors", "0")
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert summary_count(output, "rejected") == 2_500
+    assert size > 15_000_000
+    assert peak < size / 6  # about 1 MB measured for this 15 MB file
