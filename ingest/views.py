@@ -10,6 +10,7 @@ import zlib
 from django.conf import settings
 from django.db import DatabaseError, InterfaceError, OperationalError
 from rest_framework import exceptions, status
+from rest_framework.negotiation import BaseContentNegotiation
 from rest_framework.response import Response
 from rest_framework.views import APIView
 from rest_framework.views import exception_handler as drf_exception_handler
@@ -145,9 +146,20 @@ def remember_request_rejection(request, error) -> None:
     remember_rejections(workspace=request.auth.workspace, rejected=[(result, excerpt)])
 
 
+class AlwaysJson(BaseContentNegotiation):
+    """The answer is JSON whatever Accept says: a 406 would make Segment drop the message."""
+
+    def select_parser(self, request, parsers):
+        return parsers[0] if parsers else None
+
+    def select_renderer(self, request, renderers, format_suffix=None):
+        return renderers[0], renderers[0].media_type
+
+
 class SegmentWebhook(APIView):
     authentication_classes = [ApiKeyAuthentication]
     permission_classes = []
+    content_negotiation_class = AlwaysJson
 
     def perform_authentication(self, request):
         # A GET from a browser or a probe learns the method is wrong (405), not that it
