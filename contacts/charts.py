@@ -83,7 +83,7 @@ def activity_heatmap(event_counts: dict, today: dt.date, cell: int = 11, gap: in
     }
 
 
-def closeness_sparkline(days, today: dt.date, span: int = 365, width: int = 365, height: int = 60) -> dict:
+def closeness_sparkline(days, today: dt.date, span: int = 365, width: int = 730, height: int = 100) -> dict:
     """The score (0–100) each day of the last `span` days, as a polyline, with the level
     thresholds as guide lines so the founder sees when a contact crossed one."""
     start = today - (span - 1) * DAY
@@ -106,7 +106,5 @@ def closeness_sparkline(days, today: dt.date, span: int = 365, width: int = 365,
         "height": height,
         "start": start,
         "end": today,
-        "last_x": round((len(scores) - 1) * x_step, 2),
-        "last_y": y_of(scores[-1]) if scores else height,
         "peak": max(scores, default=0),
     }

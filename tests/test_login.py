@@ -1,7 +1,6 @@
 """Signing in at /accounts/login/ and out (by POST) at /accounts/logout/."""
 
 
-
 def test_it_shows_the_login_form(client, db):
     response = client.get("/accounts/login/")
     assert response.status_code == 200
