@@ -17,6 +17,7 @@ from rest_framework.views import exception_handler as drf_exception_handler
 
 from ingest import ratelimit
 from ingest.authentication import REALM, ApiKeyAuthentication
+from ingest.openapi import webhook_schema
 from ingest.services import Result, ingest_messages, remember_rejections
 from ingest.serializers import oversized, too_large_message
 
@@ -168,6 +169,7 @@ class SegmentWebhook(APIView):
             raise exceptions.MethodNotAllowed(request.method)
         super().perform_authentication(request)
 
+    @webhook_schema
     def post(self, request):
         try:
             return self.record(request)

@@ -30,6 +30,7 @@ INSTALLED_APPS = [
     "django.contrib.staticfiles",
     "django.contrib.humanize",
     "rest_framework",
+    "drf_spectacular",
     "contacts",
     "ingest",
     "natsite.apps.NatsiteConfig",  # natsite's own system checks
@@ -81,7 +82,16 @@ else:
     DATABASES["default"].setdefault("CONN_MAX_AGE", env.int("CONN_MAX_AGE", default=60))
     DATABASES["default"].setdefault("CONN_HEALTH_CHECKS", True)
 
-CACHES = {"default": env.cache("CACHE_URL", default="locmemcache://natsite")}
+# redis:// and rediss:// use Django's own Redis backend (it needs only the redis package).
+CACHES = {
+    "default": env.cache(
+        "CACHE_URL",
+        default="locmemcache://natsite",
+        backend="django.core.cache.backends.redis.RedisCache"
+        if env.str("CACHE_URL", default="").startswith(("redis://", "rediss://"))
+        else None,
+    )
+}
 
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
@@ -123,6 +133,14 @@ REST_FRAMEWORK = {
     "DEFAULT_PERMISSION_CLASSES": [],
     "EXCEPTION_HANDLER": "ingest.views.exception_handler",
     "UNAUTHENTICATED_USER": None,
+    "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
+}
+SPECTACULAR_SETTINGS = {
+    "TITLE": "natsite ingest API",
+    "DESCRIPTION": "The Segment destination webhook (identify calls and delete requests).",
+    "VERSION": "1.0.0",
+    "SERVE_INCLUDE_SCHEMA": False,
+    "COMPONENT_SPLIT_REQUEST": True,
 }
 
 # Ingest limits and knobs (PRODUCT.md §2).

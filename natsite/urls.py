@@ -1,6 +1,7 @@
 from django.contrib import admin
 from django.contrib.auth import views as auth_views
 from django.urls import include, path
+from drf_spectacular.views import SpectacularAPIView
 
 from natsite import login
 
@@ -18,6 +19,8 @@ urlpatterns = [
         name="login",
     ),
     path("accounts/logout/", auth_views.LogoutView.as_view(), name="logout"),
+    # The webhook's OpenAPI description (ingest/openapi.py), YAML or ?format=json.
+    path("api/schema/", SpectacularAPIView.as_view(), name="api-schema"),
     path("", include("ingest.urls")),
     path("", include("contacts.urls")),
 ]
