@@ -4,6 +4,7 @@ Kept apart from ingest/admin.py, which imports contacts/admin.py for its scoping
 contacts/admin.py can import this module without an import cycle."""
 
 from django.contrib import admin, messages
+from django.views.decorators.debug import sensitive_variables
 
 from ingest.api_keys import rotate_api_key
 from ingest.models import DEFAULT_GRACE
@@ -23,6 +24,7 @@ class ApiKeyRotationAdminMixin:
         return request.user.has_perm(PERMISSION)
 
     @admin.action(description="Rotate API key (old keys expire in 24 hours)", permissions=["rotate_apikey"])
+    @sensitive_variables("raw_key")  # error reports never show a key
     def rotate_api_key(self, request, queryset):
         for workspace in queryset.order_by("name", "pk"):
             api_key, raw_key = rotate_api_key(workspace=workspace, actor=request.user, grace=DEFAULT_GRACE)

@@ -6,10 +6,12 @@ import secrets
 
 from django.db import transaction
 from django.utils import timezone
+from django.views.decorators.debug import sensitive_variables
 
 from ingest.models import DEFAULT_GRACE, GRACE_PERIODS, ApiKey, ApiKeyEvent
 
 
+@sensitive_variables("raw")  # error reports never show a key
 def create_api_key(*, workspace, actor=None) -> tuple[ApiKey, str]:
     with transaction.atomic():
         api_key, raw = ApiKey.issue(workspace=workspace, created_by=actor)
@@ -19,6 +21,7 @@ def create_api_key(*, workspace, actor=None) -> tuple[ApiKey, str]:
     return api_key, raw
 
 
+@sensitive_variables("raw")
 def rotate_api_key(*, workspace, actor=None, grace: dt.timedelta | str = DEFAULT_GRACE) -> tuple[ApiKey, str]:
     """Make a new key; the workspace's other active keys expire after the grace period.
     Returns (new ApiKey, raw key): the raw key is shown once and never stored."""
@@ -59,6 +62,7 @@ def revoke_api_key(*, api_key: ApiKey, actor=None) -> ApiKey:
     return api_key
 
 
+@sensitive_variables("secret")
 def set_signing_secret(*, workspace, actor=None) -> str:
     """Generate a new signing secret for the workspace (replacing any); returns it, to be
     shown once. The webhook must keep it in clear to check X-Signature."""

@@ -8,6 +8,7 @@ import secrets
 from django.conf import settings
 from django.db import models
 from django.utils import timezone
+from django.views.decorators.debug import sensitive_variables
 
 from contacts.models import Workspace
 
@@ -64,6 +65,7 @@ class ApiKey(models.Model):
         return f"{self.prefix}… ({self.workspace})"
 
     @classmethod
+    @sensitive_variables("raw")  # kept out of error reports
     def issue(cls, *, workspace, created_by=None, expires_at=None):
         """Make a new key. Returns (ApiKey, raw key): the raw key exists only in memory."""
         raw = KEY_PREFIX + secrets.token_urlsafe(32)

@@ -13,6 +13,7 @@ from django.shortcuts import redirect, render
 from django.urls import reverse
 from django.utils import timezone
 from django.views.decorators.cache import never_cache
+from django.views.decorators.debug import sensitive_post_parameters, sensitive_variables
 from django.views.decorators.http import require_GET, require_POST
 
 from contacts.scoping import user_workspaces, workspace_required
@@ -83,7 +84,7 @@ def _key_for_user(user, key_id):
 def sensitive_action(view):
     """Login, POST and no caching; CSRF is the middleware's. The view itself resolves its
     target (404 outside the user's workspaces), then asks _guard()."""
-    return login_required(require_POST(never_cache(view)))
+    return login_required(require_POST(never_cache(sensitive_post_parameters("password")(view))))
 
 
 def _guard(request, workspace, action_label):
@@ -120,6 +121,7 @@ def _back_to_page(workspace):
 
 
 @sensitive_action
+@sensitive_variables("raw_key")  # error reports never show a key
 def rotate(request):
     workspace = _workspace_from_post(request)
     grace = request.POST.get("grace", DEFAULT_GRACE)
@@ -147,6 +149,7 @@ def revoke(request, key_id):
 
 
 @sensitive_action
+@sensitive_variables("secret")
 def generate_signing_secret(request):
     workspace = _workspace_from_post(request)
     refused = _guard(request, workspace, "set a new signing secret")
