@@ -14,6 +14,7 @@ from django.utils.html import format_html, format_html_join
 from contacts import closeness
 from contacts.models import Contact, Interaction, Membership, Workspace, level_q
 from contacts.scoping import user_workspaces
+from ingest.admin_actions import ApiKeyRotationAdminMixin
 
 ADMIN_TIMELINE_SIZE = 20
 
@@ -96,12 +97,12 @@ class ClosenessLevelFilter(admin.SimpleListFilter):
 
 
 @admin.register(Workspace)
-class WorkspaceAdmin(WorkspaceScopedAdminMixin, admin.ModelAdmin):
+class WorkspaceAdmin(WorkspaceScopedAdminMixin, ApiKeyRotationAdminMixin, admin.ModelAdmin):
     workspace_lookup = "pk"
     list_display = ("name", "slug", "timezone", "created_at")
     search_fields = ("name", "slug")
     prepopulated_fields = {"slug": ("name",)}
-    actions = []
+    actions = ["rotate_api_key"]  # ingest/admin_actions.py
 
 
 @admin.register(Membership)
