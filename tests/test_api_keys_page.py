@@ -648,3 +648,31 @@ def test_a_user_with_several_workspaces_may_rotate_each(alice, other_workspace):
     assert "Workspace <strong>Globex</strong>" in page
     assert shown_key(client.get(PAGE + "?workspace=globex")) is None
     assert ApiKey.objects.filter(workspace=other_workspace).count() == 1
+
+
+# --- The panel's queries are index range scans (PostgreSQL) -------------------------------------
+
+
+@pytest.mark.postgres
+def test_last_event_and_todays_count_use_the_workspace_received_at_index(workspace, other_workspace):
+    table = ProcessedMessage._meta.db_table
+    with connection.cursor() as cursor:
+        for ws in (workspace, other_workspace):
+            cursor.execute(
+                f"INSERT INTO {table} (workspace_id, message_id, received_at) "
+                "SELECT %s, 'm' || n, now() - n * interval '1 minute' FROM generate_series(1, 20000) AS n",
+                [ws.pk],
+            )
+        cursor.execute(f"ANALYZE {table}")
+
+    plans = []
+    for queryset in (
+        ProcessedMessage.objects.filter(workspace=workspace).order_by("-received_at").values_list("received_at")[:1],
+        ProcessedMessage.objects.filter(
+            workspace=workspace, received_at__gte=segment_connection.start_of_today(workspace, timezone.now())
+        ),
+    ):
+        plans.append(queryset.explain())
+
+    assert all("processed_received_idx" in plan for plan in plans), plans
+    assert all("Seq Scan" not in plan for plan in plans), plans
