@@ -98,6 +98,19 @@ def log_range(level: str, today: dt.date):
     )
 
 
+def level_for_log(closeness_log: float | None, today: dt.date) -> str:
+    """The level read from a stored closeness_log with the very comparisons of log_range,
+    so a page and a level filter never disagree on a contact at a boundary; a contact
+    whose S has underflowed to 0.0 (decades-old days) is still cold, not none."""
+    if closeness_log is None:
+        return NONE
+    for level in (CLOSE, WARM, COOL):
+        low, _ = log_range(level, today)
+        if closeness_log >= low:
+            return level
+    return COLD
+
+
 @dataclass(frozen=True)
 class Closeness:
     strength: float
@@ -107,7 +120,7 @@ class Closeness:
     @classmethod
     def from_log(cls, closeness_log: float | None, today: dt.date) -> "Closeness":
         s = strength(closeness_log, today)
-        return cls(strength=s, level=level_for(s, closeness_log is not None), score=score_for(s))
+        return cls(strength=s, level=level_for_log(closeness_log, today), score=score_for(s))
 
 
 def strength_series(days, start: dt.date, end: dt.date) -> list[float]:
