@@ -21,7 +21,7 @@ from dataclasses import dataclass
 
 from django.conf import settings
 
-from ingest.views import IngestError, parse_messages
+from ingest.views import IngestError, _finite_float, _reject_constant, parse_messages
 
 GZIP_MAGIC = b"\x1f\x8b"
 LINES, DOCUMENT, AUTO = "lines", "json", "auto"
@@ -29,6 +29,13 @@ LINE_SUFFIXES = (".jsonl", ".ndjson", ".jsonl.gz", ".ndjson.gz")
 READ_SIZE = 1 << 16
 HEAD_BYTES = 1 << 16  # read ahead to tell JSON lines from a JSON document
 _WHITESPACE = re.compile(r"[ \t\r\n]*")
+
+
+@dataclass
+class Refused:
+    """A JSON value the webhook's rules refuse (NaN, 1e999): its message is rejected."""
+
+    reason: str
 
 
 class BrokenExport(Exception):
@@ -181,10 +188,6 @@ def _read_lines(stream):
             yield Item(f"{position}, index {index}", raw=raw)
 
 
-def _reject_constant(name):
-    raise ValueError(f"{name} is not valid JSON")
-
-
 class JsonDocumentReader:
     """Streams the messages of one JSON document: an array, {"batch": [...]} or a single
     message. A sliding text buffer is decoded one value at a time with raw_decode, so
@@ -194,7 +197,10 @@ class JsonDocumentReader:
         self.stream = stream
         # Bytes that are not UTF-8 become U+FFFD rather than stopping the import.
         self.utf8 = codecs.getincrementaldecoder("utf-8")("replace")
-        self.json = json.JSONDecoder(parse_constant=_reject_constant)
+        # The webhook's own JSON rules (no NaN, no 1e999); the lenient decoder only finds
+        # where a value it refused ends, so that one message is rejected, not the file.
+        self.json = json.JSONDecoder(parse_constant=_reject_constant, parse_float=_finite_float)
+        self.lenient = json.JSONDecoder()
         self.buffer = ""
         self.pos = 0
         self.eof = False
@@ -214,7 +220,10 @@ class JsonDocumentReader:
             else:
                 raise BrokenExport(f"Expected a JSON array or object, found {start!r}")
             for raw in values:
-                yield Item(f"index {count}", raw=raw)
+                if isinstance(raw, Refused):
+                    yield Item(f"index {count}", rejection=(400, f"Message is not valid JSON: {raw.reason}"))
+                else:
+                    yield Item(f"index {count}", raw=raw)
                 count += 1
 
     def _fill(self, at_least=READ_SIZE) -> bool:
@@ -242,12 +251,22 @@ class JsonDocumentReader:
             raise BrokenExport(f"Expected {wanted!r} {where}, found {found or 'the end of the file'!r}")
         self.pos += 1
 
+    def _decode(self):
+        """(value, end) at pos; a well-formed value the webhook refuses comes back Refused."""
+        try:
+            return self.json.raw_decode(self.buffer, self.pos)
+        except json.JSONDecodeError:
+            raise
+        except ValueError as error:
+            _, end = self.lenient.raw_decode(self.buffer, self.pos)  # JSONDecodeError: incomplete
+            return Refused(str(error)[:120]), end
+
     def _value(self):
         self._peek()
         while True:
             try:
-                value, end = self.json.raw_decode(self.buffer, self.pos)
-            except (ValueError, RecursionError) as error:
+                value, end = self._decode()
+            except (json.JSONDecodeError, RecursionError) as error:
                 pending = len(self.buffer) - self.pos
                 if self.eof or pending > self.max_value_chars:
                     raise BrokenExport(f"Not valid JSON: {str(error)[:120]}") from None
@@ -279,6 +298,7 @@ class JsonDocumentReader:
         self._expect("{", "at the start of an object")
         fields = {}
         is_batch = False
+        refused = None
         if self._peek() == "}":
             self.pos += 1
         else:
@@ -292,7 +312,9 @@ class JsonDocumentReader:
                     self.pos += 1
                     yield from self._array_values()
                 else:
-                    fields[key] = self._value()
+                    fields[key] = value = self._value()
+                    if isinstance(value, Refused):
+                        refused = value
                 found = self._peek()
                 self.pos += 1
                 if found == "}":
@@ -300,4 +322,4 @@ class JsonDocumentReader:
                 if found != ",":
                     raise BrokenExport(f"Expected ',' or '}}' in the object, found {found or 'the end of the file'!r}")
         if not is_batch:
-            yield fields
+            yield refused or fields

@@ -133,6 +133,16 @@ def test_errors_in_an_array_are_reported_by_their_index(tmp_path, workspace):
     assert "index 1: 400 Missing timestamp" in output
 
 
+def test_a_message_the_webhook_would_not_parse_is_rejected_alone_in_an_array(tmp_path, workspace):
+    path = tmp_path / "export.json"
+    good = json.dumps(MESSAGES[2])
+    path.write_text(f'[\n{{"type": "identify", "x": NaN}},\n{{"y": 1e999}},\n{good}\n]')
+    output = run_import(path, workspace)
+    assert "index 0: 400 Message is not valid JSON: NaN" in output
+    assert "index 1: 400 Message is not valid JSON: 1e999" in output
+    assert summary_count(output, "created") == 1
+
+
 def test_a_message_over_the_webhook_size_limit_is_rejected_and_the_rest_kept(tmp_path, workspace, settings):
     big = identify("big@example.com", messageId="big", traits={"email": "big@example.com", "bio": "x" * 40_000})
     output = run_import(write_lines(tmp_path / "export.jsonl", [big, MESSAGES[2]]), workspace)
