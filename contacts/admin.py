@@ -7,7 +7,7 @@ lets them browse those rows (view access without a per-user permission grant).
 """
 
 from django.contrib import admin
-from django.db.models import Q
+from django.db.models import F, Q
 from django.urls import reverse
 from django.utils.html import format_html, format_html_join
 
@@ -120,7 +120,7 @@ class ContactAdmin(WorkspaceScopedAdminMixin, admin.ModelAdmin):
     list_filter = (ClosenessLevelFilter, ("workspace", admin.RelatedOnlyFieldListFilter))
     list_select_related = ("workspace",)
     search_fields = ("email", "name", "user_id")
-    ordering = ("-closeness_log",)
+    ordering = (F("closeness_log").desc(nulls_last=True), "-pk")  # as contact_closeness_desc_idx
     show_full_result_count = False
     readonly_fields = (
         "closeness_column",

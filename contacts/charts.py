@@ -22,6 +22,10 @@ class Bar:
     width: float
     height: float
 
+    @property
+    def title(self) -> str:
+        return f"{self.day:%a} {self.day.day} {self.day:%b}: {self.count} active"
+
 
 def daily_active_chart(counts: dict, today: dt.date, days: int = 90, width: int = 720, height: int = 160) -> dict:
     """One bar per day for the `days` days ending today, scaled to the busiest day."""
@@ -44,6 +48,11 @@ class Cell:
     x: int
     y: int
     shade: int  # 0 (no interaction) to 4 (a busy day)
+
+    @property
+    def title(self) -> str:
+        events = "no interaction" if not self.count else f"{self.count} event{'s' if self.count > 1 else ''}"
+        return f"{self.day:%a} {self.day.day} {self.day:%b %Y}: {events}"
 
 
 def _shade(event_count: int) -> int:

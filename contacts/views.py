@@ -17,6 +17,7 @@ from django.db.models import Count, F, Q
 from django.db.utils import DatabaseError
 from django.http import JsonResponse, StreamingHttpResponse
 from django.shortcuts import render
+from django.utils.functional import cached_property
 
 from contacts import charts, closeness
 from contacts.models import Contact, Interaction, level_q
@@ -71,14 +72,10 @@ def dashboard(request):
         .values_list("day")
         .annotate(active=Count("pk"))
     )
-    losing_touch = _with_closeness(
-        contacts.losing_touch(today).order_by("-last_interaction_day", "pk")[:DASHBOARD_LIST_SIZE], today
-    )
+    latest_first = (F("last_interaction_day").desc(nulls_last=True), "-pk")
+    losing_touch = _with_closeness(contacts.losing_touch(today).order_by(*latest_first)[:DASHBOARD_LIST_SIZE], today)
     recently_active = _with_closeness(
-        contacts.filter(last_interaction_day__isnull=False).order_by("-last_interaction_day", "pk")[
-            :DASHBOARD_LIST_SIZE
-        ],
-        today,
+        contacts.filter(last_interaction_day__isnull=False).order_by(*latest_first)[:DASHBOARD_LIST_SIZE], today
     )
     levels = [
         {"level": level, "count": counts[level], "label": level.capitalize()} for level in closeness.LEVELS
@@ -112,12 +109,9 @@ def _filtered_contacts(request, today):
         contacts = contacts.filter(Q(email__icontains=query) | Q(name__icontains=query))
     if level:
         contacts = contacts.at_level(level, today)
+    # Both orders are DESC NULLS LAST, as their indexes are: a page is read off the index.
     if sort == "closeness":
-        if level and level != closeness.NONE:
-            # No NULLs in a level's range: a plain DESC walks the closeness index backwards.
-            contacts = contacts.order_by("-closeness_log", "-pk")
-        else:
-            contacts = contacts.order_by(F("closeness_log").desc(nulls_last=True), "-pk")
+        contacts = contacts.order_by(F("closeness_log").desc(nulls_last=True), "-pk")
     elif sort == "last":
         contacts = contacts.order_by(F("last_interaction_day").desc(nulls_last=True), "-pk")
     else:
@@ -125,12 +119,26 @@ def _filtered_contacts(request, today):
     return contacts, {"q": query, "level": level, "sort": sort}
 
 
+class CappedPaginator(Paginator):
+    """Counts at most COUNT_CAP rows, so a page of a level with 80,000 contacts costs
+    the same as one with 80: beyond the cap the page says "10,000+" and browsing stops
+    at the cap (search, a level or the CSV export reach the rest)."""
+
+    COUNT_CAP = 10_000
+
+    @cached_property
+    def count(self):
+        counted = self.object_list[: self.COUNT_CAP + 1].count()
+        self.capped = counted > self.COUNT_CAP
+        return min(counted, self.COUNT_CAP)
+
+
 @workspace_required
 def contact_list(request):
     today = request.workspace.today()
     contacts, filters = _filtered_contacts(request, today)
     contacts = contacts.defer("traits", "trait_times")
-    page = Paginator(contacts, CONTACTS_PER_PAGE).get_page(request.GET.get("page"))
+    page = CappedPaginator(contacts, CONTACTS_PER_PAGE).get_page(request.GET.get("page"))
     page.object_list = _with_closeness(page.object_list, today)
     return render(
         request,

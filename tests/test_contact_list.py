@@ -209,3 +209,18 @@ def test_its_csv_export_runs_a_bounded_number_of_queries(
     with django_assert_max_num_queries(7):
         rows = read_csv(client.get("/contacts/export.csv"))
     assert len(rows) == contacts
+
+
+def test_it_stops_counting_at_the_cap_and_says_so(client, alice, workspace, monkeypatch):
+    from contacts.views import CappedPaginator
+
+    monkeypatch.setattr(CappedPaginator, "COUNT_CAP", CONTACTS_PER_PAGE + 2)
+    ContactFactory.create_batch(CONTACTS_PER_PAGE + 5, workspace=workspace)
+    client.force_login(alice)
+
+    response = client.get("/contacts/")
+
+    html = response.content.decode()
+    assert f"{CONTACTS_PER_PAGE + 2}+ contacts" in html
+    assert "Page 1 of 2+" in html
+    assert len(emails(response)) == CONTACTS_PER_PAGE
