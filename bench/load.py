@@ -20,6 +20,7 @@ import collections
 import datetime as dt
 import gzip
 import http.client
+import itertools
 import json
 import math
 import os
@@ -230,6 +231,7 @@ class Tally:
         self.http = collections.Counter()
         self.outcomes = collections.Counter()
         self.attempts = 0
+        self.completed = 0
         self.unanswered = 0
         self.gave_up = 0
         self.after_last_restore = collections.Counter()
@@ -279,6 +281,7 @@ def send_all(requests, args, tally, fault):
                         tally.outcomes[f"rejected {status}"] += count
                     for result in results:
                         tally.outcomes[str(result.get("status"))] += 1
+                    tally.completed += 1
                 break
             else:
                 tally.add(gave_up=count)
@@ -290,17 +293,18 @@ def send_all(requests, args, tally, fault):
 
 
 class Fault:
-    """Cuts the proxy between gunicorn and PostgreSQL now and then while the load runs."""
+    """Cuts the proxy between gunicorn and PostgreSQL now and then while the load runs,
+    until 85% of the requests are answered; the rest shows the recovery."""
 
-    def __init__(self, proxy, done):
-        self.proxy, self.done = proxy, done
+    def __init__(self, proxy, done, tally, requests):
+        self.proxy, self.done, self.tally, self.requests = proxy, done, tally, requests
         self.cuts = []
         self.restored_for_good = threading.Event()
 
     def run(self):
-        plan = [(2.0, 2.0), (3.0, 4.0), (3.0, 1.0), (2.0, 3.0)]  # (run for, then cut for) seconds
+        plan = itertools.cycle([(2.0, 2.0), (5.0, 4.0), (3.0, 1.0), (8.0, 3.0), (1.0, 0.5)])  # (up, then down) s
         for up, down in plan:
-            if self.done.wait(up):
+            if self.done.wait(up) or self.tally.completed >= 0.85 * self.requests:
                 break
             self.proxy.cut()
             started = time.time()
@@ -456,7 +460,7 @@ def main():
     try:
         started = time.time()
         if proxy is not None:
-            fault = Fault(proxy, done)
+            fault = Fault(proxy, done, tally, len(requests))
             fault_thread = threading.Thread(target=fault.run, daemon=True)
             fault_thread.start()
         for thread in send_all(requests, args, tally, fault):

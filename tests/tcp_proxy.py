@@ -2,8 +2,9 @@
 while the real PostgreSQL server, shared with everyone else, keeps running.
 
 cut() closes every open connection through the proxy and refuses new ones (accepted,
-then closed at once, as a server that has gone away); restore() lets connections
-through again. Used by tests/test_faults.py and bench/load.py --fault.
+then closed at once, as a server that has gone away); silence() closes them too but
+leaves new ones unanswered (a server that hangs); restore() lets connections through
+again. Used by tests/test_faults.py and bench/load.py --fault.
 """
 
 import socket
@@ -18,6 +19,7 @@ class TcpProxy:
         self._lock = threading.Lock()
         self._sockets: set[socket.socket] = set()
         self._cut = False
+        self._silent = False
         self._stopping = False
         self.connections = 0
 
@@ -45,8 +47,16 @@ class TcpProxy:
         self._cut = True
         self._close_all()
 
+    def silence(self) -> None:
+        """The database hangs: open connections drop, new ones are accepted and never answered."""
+        self._silent = True
+        self._close_all()
+
     def restore(self) -> None:
+        if self._silent:
+            self._close_all()
         self._cut = False
+        self._silent = False
 
     def _close_all(self) -> None:
         with self._lock:
@@ -66,6 +76,10 @@ class TcpProxy:
                 return
             if self._cut:
                 client.close()
+                continue
+            if self._silent:
+                with self._lock:
+                    self._sockets.add(client)  # held open, never answered, closed on restore or stop
                 continue
             try:
                 upstream = socket.create_connection(self.upstream, timeout=5)

@@ -167,6 +167,25 @@ def test_a_database_outage_answers_503_stores_nothing_half_done_and_recovers_wit
         assert contact.last_interaction_day == max(days)
 
 
+@pytest.mark.postgres
+@pytest.mark.django_db(transaction=True)
+def test_a_database_that_does_not_answer_gets_503_within_segments_timeout(proxied_server, workspace, api_key):
+    proxy, _ = proxied_server
+    assert post(GUNICORN_PORT, api_key, message(1, contact=1)).status == 200
+    proxy.silence()  # connections drop; new ones are accepted and never answered
+    try:
+        started = time.monotonic()
+        answer = post(GUNICORN_PORT, api_key, message(2, contact=1))
+        elapsed = time.monotonic() - started
+    finally:
+        proxy.restore()
+    assert_retry_later(answer)
+    assert elapsed < 5, f"answered after {elapsed:.1f} s: connect_timeout bounds the wait"
+    assert Segment(api_key).deliver(message(2, contact=1)).status == 200
+    assert ProcessedMessage.objects.count() == 2
+    assert sorted(Interaction.objects.values_list("event_count", flat=True)) == [1, 1]
+
+
 def test_a_sqlite_writer_holding_the_lock_past_the_busy_timeout_gets_503_then_the_retry_succeeds(tmp_path):
     database = tmp_path / "natsite.sqlite3"
     env = {
