@@ -7,6 +7,7 @@ workspace's key or workspace is a 404), allowed only with `ingest.rotate_apikey`
 Each action redirects to the page, which shows a new secret exactly once.
 """
 
+from django.conf import settings
 from django.contrib.auth.decorators import login_required
 from django.http import Http404, JsonResponse
 from django.shortcuts import redirect, render
@@ -45,9 +46,11 @@ def api_keys(request):
     keys = list(ApiKey.objects.filter(workspace=workspace).select_related("created_by")[:KEYS_SHOWN])
     for key in keys:
         key.current_status = key.status(now)
+    mark_keys_still_in_use(keys)
     context = {
         "workspace": workspace,
         "keys": keys,
+        "has_active_key": any(key.current_status == "active" for key in keys),
         "events": ApiKeyEvent.objects.filter(workspace=workspace).select_related("actor")[:EVENTS_SHOWN],
         "shown": shown,
         "may_manage": may_manage_keys(request.user),
@@ -58,11 +61,27 @@ def api_keys(request):
         "last_event_at": connection.last_event_at(workspace),
         "accepted_today": connection.accepted_today(workspace, now),
         "rejections": connection.recent_rejections(workspace),
+        "rejections_kept": settings.REJECTED_MESSAGES_KEPT,
         "now": now,
     }
     response = render(request, "settings/api_keys.html", context)
     shown_once.forget(request, response, path=page_path())
     return response
+
+
+def mark_keys_still_in_use(keys):
+    """Flag keys on their way out (active, with an expiry) that were used after the
+    newest key was made: Segment still has the old key, and will be refused once it
+    expires."""
+    newest = max((key.created_at for key in keys if key.current_status == "active"), default=None)
+    for key in keys:
+        key.still_in_use = bool(
+            key.current_status == "active"
+            and key.expires_at is not None
+            and key.last_used_at is not None
+            and newest is not None
+            and key.created_at < newest <= key.last_used_at
+        )
 
 
 def _workspace_from_post(request):

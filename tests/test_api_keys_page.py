@@ -676,3 +676,32 @@ def test_last_event_and_todays_count_use_the_workspace_received_at_index(workspa
 
     assert all("processed_received_idx" in plan for plan in plans), plans
     assert all("Seq Scan" not in plan for plan in plans), plans
+
+
+# --- Warnings that explain missing events ----------------------------------------------------
+
+
+def test_an_old_key_segment_still_uses_after_a_rotation_is_flagged(alice, client, workspace):
+    old_key, old_raw = create_api_key(workspace=workspace)
+    browser = signed_in(alice)
+    browser.post(ROTATE, {"workspace": "acme", "grace": "1h"})
+
+    before_use = browser.get(PAGE).content.decode()
+    Webhook(client, old_raw).post(identify())  # Segment has not been updated yet
+    after_use = browser.get(PAGE).content.decode()
+
+    assert "Segment still uses this key" not in before_use
+    row = re.search(rf'<tr class="api-key status-active" data-prefix="{old_key.prefix}">.*?</tr>', after_use, re.S)
+    assert "Segment still uses this key" in row.group(0)
+    assert after_use.count("Segment still uses this key") == 1
+
+
+def test_a_workspace_without_an_active_key_is_warned(alice, workspace, acme_key):
+    client = signed_in(alice)
+    with_key = client.get(PAGE).content.decode()
+    client.post(revoke_url(acme_key))
+
+    without_key = client.get(PAGE).content.decode()
+
+    assert "no active API key" not in with_key
+    assert "This workspace has no active API key" in without_key

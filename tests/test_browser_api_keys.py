@@ -125,6 +125,8 @@ def test_staff_rotate_copy_the_key_once_and_segment_is_accepted_with_it(
     assert (status, answer["status"]) == (200, "created")
     status, _ = post_identify(live_server.url, api_key, "joanna@initech.com")
     assert status == 200  # the old key works during its grace period
+    status, answer = post_identify(live_server.url, copied, "not an address")
+    assert (status, answer) == (400, {"message": "Invalid email address"})
 
     page.reload()
     page.wait_for_selector("#api-keys")
@@ -132,6 +134,13 @@ def test_staff_rotate_copy_the_key_once_and_segment_is_accepted_with_it(
     assert shown not in page.content()
     assert page.locator("#accepted-today").inner_text() == "2"
     assert page.locator(f"tr[data-prefix='{shown[:12]}'] .key-status").text_content() == "active"
+    assert "Invalid email address" in page.locator("#rejected tr.rejection").inner_text()
+    assert "Segment still uses this key" in page.locator(f"tr[data-prefix='{old_key.prefix}']").inner_text()
     page.screenshot(path=str(SCREENSHOTS / "api-keys-after-reload.png"), full_page=True)
+
+    page.set_viewport_size({"width": 375, "height": 812})
+    page.screenshot(path=str(SCREENSHOTS / "api-keys-phone.png"), full_page=True)
+    # On a phone nothing makes the whole page scroll sideways (tables scroll in their box).
+    assert page.evaluate("document.documentElement.scrollWidth") <= 375
     assert errors == []
     context.close()
