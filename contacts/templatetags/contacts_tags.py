@@ -5,7 +5,7 @@ import datetime as dt
 from urllib.parse import urlsplit
 
 from django import template
-from django.utils.html import format_html
+from django.utils.html import format_html, format_html_join
 from django.utils.timesince import timesince
 
 register = template.Library()
@@ -63,3 +63,26 @@ def http_url(value):
     except ValueError:
         return ""
     return value.strip() if scheme in ("http", "https") else ""
+
+
+# The charts' shapes are written here rather than in a template loop: a year of
+# heatmap cells is ~370 rects, and the template engine localizes every number.
+
+
+@register.simple_tag
+def heatmap_cells(heatmap):
+    size = heatmap["cell"]
+    return format_html_join(
+        "",
+        '<rect class="shade-{}" x="{}" y="{}" width="{}" height="{}" rx="2"><title>{}</title></rect>',
+        ((cell.shade, cell.x, cell.y, size, size, cell.title) for cell in heatmap["cells"]),
+    )
+
+
+@register.simple_tag
+def chart_bars(chart):
+    return format_html_join(
+        "",
+        '<rect class="bar" x="{}" y="{}" width="{}" height="{}"><title>{}</title></rect>',
+        ((bar.x, bar.y, bar.width, bar.height, bar.title) for bar in chart["bars"]),
+    )
