@@ -102,11 +102,16 @@ class Command(BaseCommand):
 
 
 class Tally:
-    """Counts per status, rejections per status code, and the first errors."""
+    """Counts per status, rejections per status code and per reason, and the first errors."""
+
+    REASONS_KEPT = 100  # distinct reasons counted one by one; the rest as "other reasons"
+    REASONS_SHOWN = 10
 
     def __init__(self, errors_kept):
         self.statuses = Counter()
         self.codes = Counter()
+        self.reasons = Counter()
+        self.first_seen = {}
         self.errors = []
         self.errors_kept = errors_kept
 
@@ -116,10 +121,16 @@ class Tally:
 
     def add(self, position, result):
         self.statuses[result.status] += 1
-        if not result.accepted:
-            self.codes[result.code] += 1
-            if len(self.errors) < self.errors_kept:
-                self.errors.append(f"{position}: {result.code} {result.message}")
+        if result.accepted:
+            return
+        self.codes[result.code] += 1
+        reason = f"{result.code} {result.message}"
+        if reason not in self.reasons and len(self.reasons) >= self.REASONS_KEPT:
+            reason = "(other reasons)"
+        self.reasons[reason] += 1
+        self.first_seen.setdefault(reason, position)
+        if len(self.errors) < self.errors_kept:
+            self.errors.append(f"{position}: {reason}")
 
     def summary(self, file, workspace, elapsed):
         total = self.total
@@ -130,6 +141,12 @@ class Tally:
             if status == "rejected" and self.codes:
                 line += "  (" + ", ".join(f"{code}: {n:,}" for code, n in sorted(self.codes.items())) + ")"
             lines.append(line)
+        if self.reasons:
+            lines.append("Rejected, by reason:")
+            for reason, count in self.reasons.most_common(self.REASONS_SHOWN):
+                lines.append(f"  {count:>10,} × {reason}  (first: {self.first_seen[reason]})")
+            if len(self.reasons) > self.REASONS_SHOWN:
+                lines.append(f"  ... and {len(self.reasons) - self.REASONS_SHOWN} more reasons")
         if self.errors:
             lines.append("First errors:")
             lines.extend(f"  {error}" for error in self.errors)
