@@ -115,6 +115,10 @@ def test_the_app_and_the_admin_report_no_csp_violation(live_server, founder, bro
         f"/admin/contacts/contact/{founder.pk}/change/",
         "/admin/contacts/interaction/",
         "/admin/contacts/workspace/",
+        f"/admin/contacts/workspace/{founder.workspace_id}/change/",  # prepopulate.js
+        "/admin/contacts/membership/",
+        "/admin/ingest/apikey/",
+        "/admin/ingest/apikeyevent/",
     ]
     seen = {}
     for path in pages:
