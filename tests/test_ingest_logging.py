@@ -75,3 +75,50 @@ def test_a_crash_logs_and_mails_no_key(settings, api_key, monkeypatch, logs):
     report = mail.outbox[0].body
     assert "HTTP_AUTHORIZATION" in report and "********" in report  # the header is masked
     assert_not_leaked(report, api_key)
+
+
+def test_gunicorns_access_log_leaves_out_the_basic_auth_user_name_which_is_the_key(tmp_path):
+    """gunicorn's default access log prints the Basic user name; gunicorn.conf.py's does not."""
+    import socket
+    import subprocess
+    import sys
+    import time
+    import urllib.request
+    from pathlib import Path
+
+    from tests.gunicorn_server import manage, server_env
+
+    root = Path(__file__).resolve().parent.parent
+    env = server_env(f"sqlite:///{tmp_path / 'db.sqlite3'}", SESSION_COOKIE_SECURE="0", CSRF_COOKIE_SECURE="0")
+    manage(env, "migrate", "--noinput", "-v", "0")
+    raw_key = manage(env, "createworkspace", "Logs", "--slug", "logs").strip().splitlines()[-1]
+    access_log = tmp_path / "access.log"
+    port = 8118
+    server = subprocess.Popen(
+        [sys.executable, "-m", "gunicorn", "natsite.wsgi", "--bind", f"127.0.0.1:{port}", "--workers", "1",
+         "--access-logfile", str(access_log)],
+        cwd=root, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )
+    try:
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                socket.create_connection(("127.0.0.1", port), timeout=0.5).close()
+                break
+            except OSError:
+                assert server.poll() is None and time.monotonic() < deadline, "gunicorn did not start"
+                time.sleep(0.1)
+        token = base64.b64encode(f"{raw_key}:".encode()).decode()
+        request = urllib.request.Request(
+            f"http://127.0.0.1:{port}/ingest/segment",
+            data=b'{"type": "identify", "email": "ada@example.com", "timestamp": "2026-01-05T10:00:00Z"}',
+            headers={"Authorization": f"Basic {token}", "Content-Type": "application/json"},
+        )
+        with urllib.request.urlopen(request, timeout=10) as response:
+            assert response.status == 200
+    finally:
+        server.terminate()
+        server.wait(timeout=10)
+    logged = access_log.read_text()
+    assert '"POST /ingest/segment HTTP/1.1" 200' in logged
+    assert_not_leaked(logged, raw_key)
