@@ -62,7 +62,6 @@ def api_keys(request):
         "accepted_today": connection.accepted_today(workspace, now),
         "rejections": connection.recent_rejections(workspace),
         "rejections_kept": settings.REJECTED_MESSAGES_KEPT,
-        "now": now,
     }
     response = render(request, "settings/api_keys.html", context)
     shown_once.forget(request, response, path=page_path())
