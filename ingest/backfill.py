@@ -92,18 +92,21 @@ class Source:
     stream: io.BufferedIOBase  # decompressed bytes
     counter: CountingReader
     total_bytes: int | None  # the file's size when known (not for a pipe)
-    gzipped: bool
+    file: object = None  # the file opened here (not stdin), closed with the source
 
     def close(self):
         self.stream.close()
+        if self.file is not None:
+            self.file.close()
 
 
 def open_source(path: str, stdin=None) -> Source:
     """Open FILE (or '-' for stdin) and undo gzip when the first bytes say so."""
+    opened = None
     if path == "-":
         binary = stdin.buffer if hasattr(stdin, "buffer") else stdin
     else:
-        binary = open(path, "rb")  # noqa: SIM115 - closed by Source.close
+        binary = opened = open(path, "rb")  # noqa: SIM115 - closed by Source.close
     counter = CountingReader(binary)
     buffered = io.BufferedReader(counter, buffer_size=READ_SIZE)
     total = None
@@ -114,7 +117,7 @@ def open_source(path: str, stdin=None) -> Source:
         pass
     gzipped = buffered.peek(2)[:2] == GZIP_MAGIC
     stream = gzip.GzipFile(fileobj=buffered, mode="rb") if gzipped else buffered
-    return Source(stream=stream, counter=counter, total_bytes=total, gzipped=gzipped)
+    return Source(stream=stream, counter=counter, total_bytes=total, file=opened)
 
 
 def line_cap() -> int:
