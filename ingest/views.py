@@ -72,7 +72,12 @@ def read_body(request) -> bytes:
         raise IngestError(400, "Invalid Content-Length") from None
     if declared > cap:
         raise IngestError(413, f"Body larger than {cap} bytes")
-    body = request._request.read(cap + 1)
+    stream = request._request
+    if not declared and request.META.get("wsgi.input_terminated"):
+        # A chunked body has no Content-Length, and Django would read it as empty; the
+        # server (gunicorn) marks its input as ending where the body ends.
+        stream = request.META["wsgi.input"]
+    body = stream.read(cap + 1)
     if len(body) > cap:
         raise IngestError(413, f"Body larger than {cap} bytes")
     return body

@@ -12,7 +12,7 @@ from django.utils import timezone
 
 from contacts.models import Contact, Interaction
 from ingest.api_keys import revoke_api_key
-from ingest.models import ApiKey
+from ingest.models import ApiKey, RejectedMessage
 from tests.factories import api_key_for
 from tests.segment_messages import identify
 
@@ -183,3 +183,9 @@ def test_a_get_is_405_in_json(client, api_key, with_key):
     assert response["Content-Type"] == "application/json"
     assert "GET" in response.json()["message"]
     assert "POST" in response["Allow"]
+
+
+def test_a_refused_signature_is_kept_in_the_workspace_rejected_log(client, api_key, signing_secret, workspace):
+    post(client, basic(api_key), HTTP_X_SIGNATURE="0" * 40)
+    rejected = RejectedMessage.objects.get(workspace=workspace)
+    assert (rejected.status, rejected.message) == (401, "Invalid X-Signature")

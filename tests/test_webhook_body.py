@@ -2,6 +2,7 @@
 and bad bodies answered with a 4xx JSON message (never a 500, nothing stored)."""
 
 import gzip
+import http.client
 import json
 import zlib
 
@@ -9,6 +10,7 @@ import pytest
 
 from contacts.models import Contact, Interaction
 from ingest.models import ProcessedMessage
+from tests.gunicorn_server import gunicorn, manage, server_env
 from tests.segment_messages import identify
 
 pytestmark = pytest.mark.django_db
@@ -312,3 +314,25 @@ def test_every_answer_is_json(webhook):
     for response in (webhook.post(identify()), webhook.post(None, raw=b"{"), webhook.post([identify()])):
         assert response["Content-Type"] == "application/json"
         json.loads(response.content)
+
+
+def test_a_chunked_body_without_content_length_is_read_under_gunicorn(tmp_path):
+    env = server_env(f"sqlite:///{tmp_path / 'natsite.sqlite3'}")
+    manage(env, "migrate", "--noinput", "-v", "0")
+    key = manage(env, "createworkspace", "Acme").rstrip("\n").splitlines()[-1]
+    body = json.dumps(identify("jane@example.com")).encode()
+    with gunicorn(env, 8101, workers=1, threads=1):
+        conn = http.client.HTTPConnection("127.0.0.1", 8101, timeout=30)
+        conn.putrequest("POST", "/ingest/segment")
+        conn.putheader("Authorization", "Bearer " + key)
+        conn.putheader("Content-Type", "application/json")
+        conn.putheader("Transfer-Encoding", "chunked")
+        conn.endheaders()
+        for start in range(0, len(body), 40):
+            chunk = body[start:start + 40]
+            conn.send(b"%x\r\n%s\r\n" % (len(chunk), chunk))
+        conn.send(b"0\r\n\r\n")
+        response = conn.getresponse()
+        answer = json.loads(response.read())
+        conn.close()
+    assert (response.status, answer["status"], answer["email"]) == (200, "created", "jane@example.com")
