@@ -10,6 +10,9 @@ from ingest.api_keys import rotate_api_key
 from ingest.models import DEFAULT_GRACE
 
 PERMISSION = "ingest.rotate_apikey"
+# The new keys travel in the admin's messages cookie until displayed; past about a dozen
+# messages Django would spill them into the session, i.e. the database.
+MAX_ROTATED_AT_ONCE = 5
 
 
 class ApiKeyRotationAdminMixin:
@@ -26,7 +29,15 @@ class ApiKeyRotationAdminMixin:
     @admin.action(description="Rotate API key (old keys expire in 24 hours)", permissions=["rotate_apikey"])
     @sensitive_variables("raw_key")  # error reports never show a key
     def rotate_api_key(self, request, queryset):
-        for workspace in queryset.order_by("name", "pk"):
+        workspaces = list(queryset.order_by("name", "pk")[: MAX_ROTATED_AT_ONCE + 1])
+        if len(workspaces) > MAX_ROTATED_AT_ONCE:
+            self.message_user(
+                request,
+                f"Rotate at most {MAX_ROTATED_AT_ONCE} workspaces at a time, so that each new key can be shown.",
+                messages.ERROR,
+            )
+            return
+        for workspace in workspaces:
             api_key, raw_key = rotate_api_key(workspace=workspace, actor=request.user, grace=DEFAULT_GRACE)
             self.message_user(
                 request,

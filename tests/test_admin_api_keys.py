@@ -205,3 +205,13 @@ def test_a_superuser_may_rotate_several_workspaces_at_once(root_client, workspac
     assert {KEY_PATTERN.search(m).group(0)[:12] for m in shown} == set(
         ApiKey.objects.values_list("prefix", flat=True)
     )
+
+
+def test_the_admin_refuses_to_rotate_more_workspaces_than_it_can_show_keys_for(root_client):
+    workspaces = [Workspace.objects.create(name=f"Team {i}", slug=f"team-{i}") for i in range(6)]
+
+    response = rotate_action(root_client, *workspaces)
+
+    shown = [str(m) for m in get_messages(response.wsgi_request)]
+    assert shown == ["Rotate at most 5 workspaces at a time, so that each new key can be shown."]
+    assert not ApiKey.objects.exists()
