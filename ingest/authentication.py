@@ -7,6 +7,7 @@ import datetime as dt
 import hmac
 
 from django.utils import timezone
+from django.views.decorators.debug import sensitive_variables
 from rest_framework.authentication import BaseAuthentication
 from rest_framework.exceptions import AuthenticationFailed
 
@@ -17,6 +18,8 @@ REALM = 'Basic realm="natsite"'
 LAST_USED_RESOLUTION = dt.timedelta(minutes=1)
 
 
+# The key must not reach an error report (whose HTML lists each frame's variables).
+@sensitive_variables("header", "credentials", "decoded", "user", "password")
 def key_from_header(header: str) -> str | None:
     scheme, _, credentials = header.strip().partition(" ")
     credentials = credentials.strip()
@@ -32,6 +35,7 @@ def key_from_header(header: str) -> str | None:
     return user.strip() or password.strip() or None
 
 
+@sensitive_variables("raw_key")
 def find_api_key(raw_key: str) -> ApiKey | None:
     """The key whose hash matches, looked up by its shown prefix and compared in constant time."""
     wanted = hash_key(raw_key)
@@ -48,6 +52,7 @@ def touch(api_key: ApiKey, now: dt.datetime) -> None:
 
 
 class ApiKeyAuthentication(BaseAuthentication):
+    @sensitive_variables("header", "raw_key")
     def authenticate(self, request):
         header = request.META.get("HTTP_AUTHORIZATION", "")
         if not header:

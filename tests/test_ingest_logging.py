@@ -122,3 +122,31 @@ def test_gunicorns_access_log_leaves_out_the_basic_auth_user_name_which_is_the_k
     logged = access_log.read_text()
     assert '"POST /ingest/segment HTTP/1.1" 200' in logged
     assert_not_leaked(logged, raw_key)
+
+
+def test_a_crash_while_the_key_is_being_checked_keeps_it_out_of_the_html_error_report(
+    settings, api_key, monkeypatch
+):
+    """The HTML error report lists each frame's local variables: the ones holding the key
+    are marked sensitive, so they are shown as stars."""
+    from django.utils.log import AdminEmailHandler
+
+    settings.ADMINS = [("Ops", "ops@example.com")]
+
+    def crash(api_key, now):
+        raise RuntimeError("boom while touching the key")
+
+    monkeypatch.setattr("ingest.authentication.touch", crash)
+    handler = AdminEmailHandler(include_html=True)
+    request_logger = logging.getLogger("django.request")
+    request_logger.addHandler(handler)
+    try:
+        response = Webhook(Client(raise_request_exception=False), api_key).post(identify())
+    finally:
+        request_logger.removeHandler(handler)
+    assert response.status_code == 500
+    html = next(m.alternatives[0][0] for m in mail.outbox if m.alternatives)
+    assert "boom while touching the key" in html and "raw_key" in html  # the frame is there...
+    assert_not_leaked(html, api_key)  # ...its secrets are not
+    for secret in secrets_of(api_key):
+        assert base64.b64encode(secret.encode()).decode() not in html
