@@ -173,3 +173,20 @@ def test_it_runs_a_bounded_number_of_queries(client, alice, workspace, today, co
 
     assert response.status_code == 200
     assert response.context["counts"]["total"] == contacts
+
+
+def test_a_member_of_two_workspaces_switches_between_them(client, alice, workspace, other_workspace, today):
+    from tests.factories import MembershipFactory
+
+    MembershipFactory(user=alice, workspace=other_workspace)
+    contact_with_days(other_workspace, days_back(today, 0), name="Globex Gus")
+    client.force_login(alice)
+
+    first = client.get("/").content.decode()
+    switched = client.get("/?workspace=globex").content.decode()
+    remembered = client.get("/contacts/").content.decode()
+
+    assert '<select name="workspace" aria-label="Workspace">' in first
+    assert "<h1>Acme</h1>" in first and "Globex Gus" not in first
+    assert "<h1>Globex</h1>" in switched and "Globex Gus" in switched
+    assert '<option value="globex" selected>' in remembered and "Globex Gus" in remembered
