@@ -130,3 +130,18 @@ def test_demo_login_gives_a_key_to_a_workspace_that_has_none_and_its_curl_works(
     call_command("demo_login", "--url", "http://127.0.0.1:8107", stdout=again)
     assert key in again.getvalue() and password in again.getvalue()
     assert ApiKey.objects.filter(workspace=workspace).count() == 1
+
+
+def test_demo_login_never_resets_a_password_the_admin_chose(db, tmp_path, monkeypatch):
+    monkeypatch.setattr(demo_login, "CREDENTIALS", tmp_path / "credentials.json")
+    seed()
+    call_command("demo_login", stdout=io.StringIO())
+    admin = get_user_model().objects.get(username="admin")
+    admin.set_password("chosen by the founder")
+    admin.save()
+    out = io.StringIO()
+    call_command("demo_login", stdout=out)
+    admin.refresh_from_db()
+    assert admin.check_password("chosen by the founder")
+    assert "login:     admin / (the password you set" in out.getvalue()
+    assert (tmp_path / "credentials.json").stat().st_mode & 0o077 == 0

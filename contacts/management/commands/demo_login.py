@@ -3,6 +3,7 @@ exist, and prints them with a ready-to-paste curl. Local demo use only: the logi
 key are kept in .demo-credentials.json (git-ignored) so every start can print them."""
 
 import json
+import os
 import secrets
 from pathlib import Path
 
@@ -28,17 +29,21 @@ class Command(BaseCommand):
     def handle(self, *args, url, **options):
         saved = json.loads(CREDENTIALS.read_text()) if CREDENTIALS.exists() else {}
         if not Workspace.objects.filter(slug=DEMO_SLUG).exists():
+            self.stdout.write("First start: seeding the demo workspace (a few seconds)…")
             call_command("seed_demo", stdout=self.stdout)
         workspace = Workspace.objects.get(slug=DEMO_SLUG)
 
         User = get_user_model()
         user = User.objects.filter(username="admin").first()
-        if user is None or not user.check_password(saved.get("password", "")):
+        if user is None:
             saved["password"] = secrets.token_urlsafe(12)
-            user = user or User(username="admin", email="admin@example.com")
-            user.is_staff = user.is_superuser = True
+            user = User(username="admin", email="admin@example.com", is_staff=True, is_superuser=True)
             user.set_password(saved["password"])
             user.save()
+        # A password the admin chose since is theirs: it is never reset behind their back.
+        password = saved.get("password", "")
+        if not password or not user.check_password(password):
+            password = "(the password you set; manage.py changepassword admin resets it)"
         Membership.objects.get_or_create(user=user, workspace=workspace)
 
         key = saved.get("api_key")
@@ -46,14 +51,17 @@ class Command(BaseCommand):
         if found is None or found.workspace_id != workspace.pk or found.status() != "active":
             _, key = create_api_key(workspace=workspace, actor=user)
             saved["api_key"] = key
-        CREDENTIALS.write_text(json.dumps(saved))
+        # Readable by the owner only, from the moment it exists.
+        descriptor = os.open(CREDENTIALS, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(descriptor, "w") as credentials:
+            credentials.write(json.dumps(saved))
         CREDENTIALS.chmod(0o600)
 
         endpoint = url.rstrip("/") + "/ingest/segment"
         self.stdout.write(
             f"""
 natsite is starting at {url}/
-  login:     admin / {saved['password']}
+  login:     admin / {password}
   workspace: {workspace.name} (slug {workspace.slug})
   API key:   {key}
 
