@@ -36,6 +36,10 @@ class TcpProxy:
         self._stopping = True
         self._close_all()
         if self._server is not None:
+            try:
+                self._server.shutdown(socket.SHUT_RDWR)  # wakes the accept() blocked in its thread
+            except OSError:
+                pass
             self._server.close()
 
     @property

@@ -7,6 +7,8 @@ import base64
 
 import pytest
 import schemathesis
+from django.core.signals import request_finished, request_started
+from django.db import close_old_connections
 from hypothesis import HealthCheck, settings
 from schemathesis import checks as schemathesis_checks
 
@@ -17,7 +19,13 @@ from tests.factories import api_key_for
 @pytest.fixture
 def webhook_schema(db, settings):
     settings.INGEST_RATE_LIMIT = 0
-    return schemathesis.openapi.from_wsgi("/api/schema/?format=json", application)
+    # Requests go straight to the WSGI app: as Django's test client does, keep the end of
+    # a request from closing the test's connection (it is inside the test transaction).
+    request_started.disconnect(close_old_connections)
+    request_finished.disconnect(close_old_connections)
+    yield schemathesis.openapi.from_wsgi("/api/schema/?format=json", application)
+    request_started.connect(close_old_connections)
+    request_finished.connect(close_old_connections)
 
 
 schema = schemathesis.pytest.from_fixture("webhook_schema")
