@@ -496,6 +496,14 @@ def test_a_delete_of_an_unknown_user_deletes_nothing(webhook):
     assert Contact.objects.count() == 1
 
 
+def test_a_delete_never_matches_contacts_by_an_empty_user_id(webhook):
+    webhook.post(identify("jane@example.com"))
+    webhook.post(identify("john@example.com"))
+    response = webhook.post({"type": "delete", "userId": "", "email": "jane@example.com", "messageId": "del-4"})
+    assert response.json()["deleted"] == 1
+    assert list(Contact.objects.values_list("email", flat=True)) == ["john@example.com"]
+
+
 def test_a_delete_without_user_id_or_email_is_400(webhook):
     assert webhook.post({"type": "delete", "context": []}).status_code == 400
 
