@@ -242,3 +242,19 @@ def test_memory_stays_bounded_on_a_file_many_times_larger(tmp_path, workspace):
     assert summary_count(output, "rejected") == 2_500
     assert size > 15_000_000
     assert peak < size / 6  # about 1 MB measured for this 15 MB file
+
+
+class Terminal(io.StringIO):
+    def isatty(self):
+        return True
+
+
+def test_it_draws_a_progress_bar_on_a_terminal_and_nothing_else_when_asked(tmp_path, workspace):
+    path = write_lines(tmp_path / "export.jsonl", MESSAGES)
+    terminal = Terminal()
+    call_command("import_events", str(path), "--workspace", workspace.slug, stdout=io.StringIO(), stderr=terminal)
+    size = path.stat().st_size
+    assert f"100% [{'#' * 24}] {size} B of {size} B · 3 messages" in terminal.getvalue()
+    quiet = Terminal()
+    call_command("import_events", str(path), "--workspace", workspace.slug, "--no-progress", stdout=io.StringIO(), stderr=quiet)
+    assert quiet.getvalue() == ""
