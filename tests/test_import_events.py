@@ -258,3 +258,13 @@ def test_it_draws_a_progress_bar_on_a_terminal_and_nothing_else_when_asked(tmp_p
     quiet = Terminal()
     call_command("import_events", str(path), "--workspace", workspace.slug, "--no-progress", stdout=io.StringIO(), stderr=quiet)
     assert quiet.getvalue() == ""
+
+
+def test_a_json_lines_file_whose_first_line_is_broken_is_read_with_format_lines(tmp_path, workspace):
+    path = tmp_path / "export.txt"  # no name to go by
+    path.write_text('{"type": "identify",\n' + json.dumps(MESSAGES[2]) + "\n")
+    with pytest.raises(CommandError, match="breaks off.*pass --format lines"):
+        run_import(path, workspace)
+    output = run_import(path, workspace, "--format", "lines")
+    assert "line 1: 400 Line is not valid JSON" in output
+    assert summary_count(output, "created") == 1

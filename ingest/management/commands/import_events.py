@@ -68,6 +68,8 @@ class Command(BaseCommand):
             self.record(target, chunk, tally)
         except BrokenExport as error:
             stopped = f"The export breaks off after {tally.total} messages: {error}"
+            if format == AUTO:
+                stopped += " (if the file is JSON lines, pass --format lines)"
         except (OSError, EOFError) as error:  # a truncated or corrupt gzip stream
             stopped = f"Cannot read {file} after {tally.total} messages: {error}"
         except DatabaseError as error:
