@@ -27,6 +27,9 @@ STANDARD_DESCRIPTION = "Identified via Segment"
 UNSUPPORTED_TYPE = "Only identify calls are accepted (and delete requests); got {!r}"
 
 _validate_email = EmailValidator()
+# A day away from the ends of datetime's range, so the moment has a date in every time zone.
+EARLIEST_TIMESTAMP = dt.datetime.min.replace(tzinfo=dt.timezone.utc) + dt.timedelta(days=1)
+LATEST_TIMESTAMP = dt.datetime.max.replace(tzinfo=dt.timezone.utc) - dt.timedelta(days=1)
 _SURROGATES = re.compile("[\ud800-\udfff]")
 _TIMESTAMP = re.compile(
     r"""^\s*(\d{4})-(\d{1,2})-(\d{1,2})
@@ -128,10 +131,13 @@ def parse_timestamp(value) -> dt.datetime:
             tz = dt.timezone(sign * dt.timedelta(hours=hours, minutes=minutes))
         parsed = dt.datetime(
             int(year), int(month), int(day), int(hour or 0), int(minute or 0), int(second or 0), micro, tzinfo=tz
-        )
-        return parsed.astimezone(dt.timezone.utc)
+        ).astimezone(dt.timezone.utc)
     except (ValueError, OverflowError):
         raise MessageRejected(400, f"Invalid timestamp: {value[:64]!r}") from None
+    if not EARLIEST_TIMESTAMP <= parsed <= LATEST_TIMESTAMP:
+        # Its day in the workspace's time zone would fall outside the years 1 to 9999.
+        raise MessageRejected(400, f"Invalid timestamp: {value[:64]!r} is out of range")
+    return parsed
 
 
 def is_http_url(value: str) -> bool:

@@ -21,7 +21,7 @@ from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 from hypothesis.control import currently_in_test_context
 
-from contacts.models import Contact, Interaction
+from contacts.models import Contact, Interaction, Workspace
 from ingest.models import ProcessedMessage
 from tests.conftest import FIXTURES
 
@@ -221,6 +221,48 @@ def test_deep_nesting_anywhere_gets_a_documented_answer(webhook, sample, field, 
     opening, closing = "[" * depth, "]" * depth  # written out: json.dumps itself would recurse
     body = json.dumps(message).replace('"DEEP"', f"{opening}1{closing}")
     post(webhook, body.encode())
+
+
+EXTREME_ZONES = ["UTC", "Pacific/Kiritimati", "Etc/GMT+12", "America/St_Johns", "Asia/Kathmandu", "America/Los_Angeles"]
+
+
+def timestamp_text(moment, offset_minutes, shape):
+    sign = "-" if offset_minutes < 0 else "+"
+    hours, minutes = divmod(abs(offset_minutes), 60)
+    plain = moment.strftime("%Y-%m-%dT%H:%M:%S.%f").rjust(26, "0")
+    return {
+        "z": plain + "Z",
+        "offset": f"{plain}{sign}{hours:02d}:{minutes:02d}",
+        "compact": f"{plain}{sign}{hours:02d}{minutes:02d}",
+        "no zone": plain,
+        "unpadded": f"{moment.year}-{moment.month}-{moment.day}T{moment.hour}:{moment.minute}Z",
+    }[shape]
+
+
+@FUZZ
+@given(
+    zone=st.sampled_from(EXTREME_ZONES),
+    moment=st.datetimes(),
+    offset_minutes=st.integers(min_value=-26 * 60, max_value=26 * 60),
+    shape=st.sampled_from(["z", "offset", "compact", "no zone", "unpadded"]),
+)
+def test_any_timestamp_in_any_workspace_time_zone_gets_a_documented_answer(
+    webhook, workspace, zone, moment, offset_minutes, shape
+):
+    Workspace.objects.filter(pk=workspace.pk).update(timezone=zone)
+    message = {"type": "identify", "timestamp": timestamp_text(moment, offset_minutes, shape),
+               "traits": {"email": "when@example.com"}}
+    post(webhook, json.dumps(message).encode())
+
+
+@pytest.mark.parametrize("zone", ["America/Los_Angeles", "Etc/GMT+12", "Pacific/Kiritimati"])
+@pytest.mark.parametrize("timestamp", ["0001-01-01T00:00:00Z", "0001-01-01T05:00:00-12:00", "0001-01-01T00:00:00+14:00"])
+def test_a_timestamp_at_the_start_of_the_calendar_is_400_in_every_time_zone(webhook, workspace, zone, timestamp):
+    Workspace.objects.filter(pk=workspace.pk).update(timezone=zone)
+    message = {"type": "identify", "timestamp": timestamp, "traits": {"email": "early@example.com"}}
+    response = post(webhook, json.dumps(message).encode())
+    assert response.status_code == 400
+    assert "Invalid timestamp" in response.json()["message"]
 
 
 header_text = st.one_of(
