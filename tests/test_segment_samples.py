@@ -182,3 +182,72 @@ def test_samples_in_a_paris_workspace_land_on_the_paris_day(webhook, workspace):
         "a@example.com": dt.date(2024, 6, 2),
         "b@example.com": dt.date(2024, 6, 2),
     }
+
+
+# A messy corpus, as real Segment sources send it ------------------------------------------
+
+CORPUS_STATUSES = [
+    "created", "created", "merged", "duplicate", "created", 501, 400, 400, 400, "created", 400,
+    "traits_updated", 400, "created", "deleted",
+]
+
+
+def corpus_rows():
+    contacts = {
+        c["email"]: (c["name"], c["user_id"]) for c in Contact.objects.values("email", "name", "user_id")
+    }
+    interactions = [
+        (i["contact__email"], i["day"].isoformat(), i["occurred_at"].isoformat(), i["last_occurred_at"].isoformat(),
+         i["description"], i["url"], i["event_count"])
+        for i in stored_interactions()
+    ]
+    return contacts, interactions
+
+
+EXPECTED_CORPUS_ROWS = (
+    {
+        "alice.smith@example.com": ("Alice Smith", "12345"),
+        "bob@example.com": ("Bob Stone", ""),
+        "carol@example.com": ("", ""),
+    },
+    [
+        ("alice.smith@example.com", "2024-06-01", "2024-06-01T06:00:00+00:00", "2024-06-01T07:12:03.123456+00:00",
+         "Signed up", "", 2),
+        ("bob@example.com", "2024-06-01", "2024-06-01T09:05:03+00:00", "2024-06-01T09:05:03+00:00",
+         "https://example.com/pricing", "https://example.com/pricing", 1),
+        ("bob@example.com", "2024-06-02", "2024-06-02T02:00:00+00:00", "2024-06-02T02:00:00+00:00",
+         STANDARD_DESCRIPTION, "", 1),
+        ("carol@example.com", "2024-06-03", "2024-06-03T23:30:00+00:00", "2024-06-03T23:30:00+00:00",
+         "javascript:alert(1)", "", 1),
+    ],
+)
+
+
+def test_a_messy_corpus_as_one_batch_gives_the_expected_statuses_and_rows(webhook):
+    response = webhook.post(load_fixture("messy-corpus"))
+    assert response.status_code == 200
+    assert [r["status"] for r in response.json()["results"]] == CORPUS_STATUSES
+    assert corpus_rows() == EXPECTED_CORPUS_ROWS
+    assert Contact.objects.get(email="bob@example.com").traits == {
+        "email": "bob@example.com", "first_name": "Bob", "lastName": "Stone"
+    }
+    assert RejectedMessage.objects.count() == CORPUS_STATUSES.count(400) + CORPUS_STATUSES.count(501)
+
+
+def test_a_messy_corpus_posted_one_message_at_a_time_gives_the_same(webhook):
+    statuses = []
+    for message in load_fixture("messy-corpus"):
+        response = webhook.post(message)
+        body = response.json()
+        statuses.append(body["status"] if response.status_code == 200 else response.status_code)
+    assert statuses == CORPUS_STATUSES
+    assert corpus_rows() == EXPECTED_CORPUS_ROWS
+
+
+def test_a_messy_corpus_in_small_batches_gives_the_same(webhook):
+    corpus = load_fixture("messy-corpus")
+    statuses = []
+    for start in range(0, len(corpus), 4):
+        statuses += [r["status"] for r in webhook.post({"batch": corpus[start:start + 4]}).json()["results"]]
+    assert statuses == CORPUS_STATUSES
+    assert corpus_rows() == EXPECTED_CORPUS_ROWS
