@@ -94,6 +94,8 @@ class RateLimitedLoginMixin:
 
     def clean(self):
         username = self.cleaned_data.get("username") or ""
+        if not (username and self.cleaned_data.get("password")):
+            return super().clean()  # an incomplete form checks no password: not an attempt
         self.retry_after = count_attempt(self.request, username)
         if self.retry_after is not None:
             raise forms.ValidationError(

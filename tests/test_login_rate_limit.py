@@ -193,3 +193,10 @@ def test_with_redis_another_process_sees_the_lock(settings, client, alice_with_p
         assert 1 <= wait <= 900
     finally:
         cache.clear()
+
+
+@pytest.mark.django_db
+def test_an_incomplete_form_is_not_counted_as_an_attempt(client, alice_with_password):
+    for _ in range(8):
+        assert client.post(LOGIN, {"username": "alice", "password": ""}, REMOTE_ADDR="203.0.113.7").status_code == 200
+    assert sign_in(client, PASSWORD).status_code == 302
