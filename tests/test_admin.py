@@ -193,3 +193,17 @@ def test_its_contact_page_runs_a_bounded_number_of_queries(
         response = client.get(f"/admin/contacts/contact/{contact.pk}/change/")
     assert response.status_code == 200
     assert Contact.objects.get(pk=contact.pk).interactions.count() == days
+
+
+def test_its_date_hierarchy_offers_the_years_and_months_with_interactions(client, staff_alice, workspace):
+    today = workspace.today()
+    last_year = today.replace(year=today.year - 1, month=3, day=10)
+    contact_with_days(workspace, [today, last_year])
+    client.force_login(staff_alice)
+
+    years = client.get("/admin/contacts/interaction/").content.decode()
+    months = client.get(f"/admin/contacts/interaction/?day__year={last_year.year}").content.decode()
+
+    assert f"?day__year={last_year.year}" in years and f"?day__year={today.year}" in years
+    assert f"?day__month=3&amp;day__year={last_year.year}" in months
+    assert f"day__month=4&amp;day__year={last_year.year}" not in months

@@ -212,7 +212,7 @@ def test_its_csv_export_runs_a_bounded_number_of_queries(
 
 
 def test_it_stops_counting_at_the_cap_and_says_so(client, alice, workspace, monkeypatch):
-    from contacts.views import CappedPaginator
+    from contacts.pagination import CappedPaginator
 
     monkeypatch.setattr(CappedPaginator, "COUNT_CAP", CONTACTS_PER_PAGE + 2)
     ContactFactory.create_batch(CONTACTS_PER_PAGE + 5, workspace=workspace)
