@@ -1,23 +1,32 @@
 """The one write path: every Segment message, from the webhook, a batch or
-import_events, is recorded by record_message() (PRODUCT.md §2, §3).
+import_events, is recorded by record_messages() (PRODUCT.md §2, §3).
 
-Per message, in one transaction:
-1. claim the messageId in ProcessedMessage (INSERT ... ON CONFLICT DO NOTHING): a
-   message already processed changes nothing;
-2. upsert the contact (INSERT ... ON CONFLICT DO UPDATE), which also locks its row,
-   so concurrent messages for one contact are applied one after another;
-3. merge into the day's interaction, or create it (the contact lock makes the
-   "update, else insert" pair race-free);
-4. write the contact's merged traits, first_seen_at, last day and closeness_log.
+A single message and a batch of thousands take the same four statements, in one
+transaction per chunk of up to CHUNK_MESSAGES identifies:
+1. claim the messageIds in ProcessedMessage (one INSERT ... ON CONFLICT DO NOTHING
+   RETURNING): a message already processed, or a second copy in the chunk, changes nothing;
+2. upsert the contacts (one INSERT ... ON CONFLICT DO UPDATE RETURNING), which also locks
+   their rows, so concurrent chunks touching one contact are applied one after another
+   and closeness_log stays exact;
+3. merge the chunk's messages per (contact, day) in Python, then add them to the
+   interactions in one upsert whose RETURNING tells which days are new;
+4. write the contacts' merged traits, first_seen_at, last day and closeness_log in one
+   UPDATE ... FROM (VALUES ...).
+The outcome is the one of recording the messages one at a time, in order (the
+earliest message defines a day, the newest trait wins); a delete request splits the
+chunk and runs alone, between the messages around it.
 """
 
 import datetime as dt
 import json
+import logging
+import random
+import time
 from dataclasses import dataclass
 
 from django.conf import settings
-from django.db import connection, transaction
-from django.db.models import Case, F, Q, Value, When
+from django.db import DatabaseError, DataError, OperationalError, connection, transaction
+from django.db.models import Q
 from django.utils import timezone
 
 from contacts import closeness
@@ -28,6 +37,8 @@ from ingest.serializers import MessageRejected, SegmentMessage, fold, normalize
 # trait_times' entry for userId; fold() never yields a leading space, so no trait clashes.
 USER_ID_TIME = " user_id"
 ACCEPTED = ("created", "merged", "duplicate", "traits_updated", "deleted")
+
+logger = logging.getLogger(__name__)
 
 
 @dataclass
@@ -98,107 +109,269 @@ def name_from_traits(traits: dict) -> str:
     return " ".join(p.strip() for p in parts if isinstance(p, str) and p.strip())[:200]
 
 
-_UPSERT_CONTACT = """
-INSERT INTO {table} (workspace_id, email, name, user_id, traits, trait_times, first_seen_at, created_at)
-VALUES (%s, %s, '', %s, '{{}}', '{{}}', %s, %s)
-ON CONFLICT (workspace_id, email) DO UPDATE SET email = excluded.email
-RETURNING *
-"""
+# Messages recorded per transaction: bounds how long contact rows stay locked and how
+# large one statement grows (parameters per statement stay far below both databases' caps).
+CHUNK_MESSAGES = 1000
+# A chunk that loses a deadlock or a serialization failure to a concurrent batch is
+# rolled back whole, so it can simply be tried again.
+ATTEMPTS = 4
+TRANSIENT_SQLSTATES = ("40P01", "40001")  # deadlock detected, serialization failure
 
 
-def _lock_contact(workspace: Workspace, email: str, user_id: str, moment: dt.datetime) -> Contact:
-    """Create the contact if new, and lock its row for the rest of the transaction."""
-    adapt = connection.ops.adapt_datetimefield_value
-    sql = _UPSERT_CONTACT.format(table=connection.ops.quote_name(Contact._meta.db_table))
-    params = [workspace.pk, email, user_id, adapt(moment), adapt(timezone.now())]
-    return next(iter(Contact.objects.raw(sql, params)))
+def _table(model) -> str:
+    return connection.ops.quote_name(model._meta.db_table)
 
 
-def _claim_message_id(workspace: Workspace, message_id: str) -> bool:
-    """True when this messageId is new to the workspace (and is now recorded)."""
-    table = connection.ops.quote_name(ProcessedMessage._meta.db_table)
+def _description_collation() -> str:
+    """PostgreSQL compares descriptions with the "C" collation, so the database orders
+    them as Python does (by code point), as SQLite's BINARY collation already does."""
+    return ' COLLATE "C"' if connection.vendor == "postgresql" else ""
+
+
+def _rows(columns: dict[str, str], rows: list[tuple]) -> tuple[str, list]:
+    """(FROM item `v` holding `rows` under these column names, its parameters).
+    On PostgreSQL the rows travel as one JSON parameter: a statement with thousands of
+    placeholders costs the driver more to parse than the database to run. `columns`
+    maps each name to its PostgreSQL type."""
+    names = list(columns)
+    if connection.vendor == "postgresql":
+        spec = ", ".join(f"{name} {kind}" for name, kind in columns.items())
+        document = json.dumps([dict(zip(names, row)) for row in rows], default=str)
+        return f"jsonb_to_recordset(%s::jsonb) AS v({spec})", [document]
+    row = "(" + ", ".join(["%s"] * len(names)) + ")"
+    select = ", ".join(f"column{position} AS {name}" for position, name in enumerate(names, start=1))
+    return (
+        f"(SELECT {select} FROM (VALUES {', '.join([row] * len(rows))})) AS v",
+        [value for row in rows for value in row],
+    )
+
+
+def _adapt_time(value):
+    return connection.ops.adapt_datetimefield_value(value)
+
+
+def _day_of(value) -> dt.date:
+    return value if isinstance(value, dt.date) else dt.date.fromisoformat(value)
+
+
+def _claim_message_ids(workspace: Workspace, message_ids) -> set[str]:
+    """Record the messageIds new to the workspace, in one statement; returns them.
+    Sorted, so two batches carrying the same ids wait for each other instead of deadlocking."""
+    received_at = _adapt_time(timezone.now())
+    source, params = _rows(
+        {"workspace_id": "bigint", "message_id": "text", "received_at": "timestamptz"},
+        [(workspace.pk, message_id, received_at) for message_id in sorted(set(message_ids))],
+    )
     with connection.cursor() as cursor:
         cursor.execute(
-            f"INSERT INTO {table} (workspace_id, message_id, received_at) VALUES (%s, %s, %s) "
-            "ON CONFLICT (workspace_id, message_id) DO NOTHING RETURNING id",
-            [workspace.pk, message_id, connection.ops.adapt_datetimefield_value(timezone.now())],
+            f"INSERT INTO {_table(ProcessedMessage)} (workspace_id, message_id, received_at) "
+            f"SELECT workspace_id, message_id, received_at FROM {source} WHERE true "
+            "ON CONFLICT (workspace_id, message_id) DO NOTHING RETURNING message_id",
+            params,
         )
-        return cursor.fetchone() is not None
+        return {row[0] for row in cursor.fetchall()}
 
 
-def _merge_interaction(contact: Contact, message: SegmentMessage, day: dt.date) -> bool:
-    """Add the message to the contact's interaction of `day`; True if it created it."""
-    moment = message.timestamp
-    # The earliest message of the day defines occurred_at, description and url; on a
-    # tie the smaller description wins, so arrival order never matters.
-    defines = Q(occurred_at__gt=moment) | Q(occurred_at=moment, description__gt=message.description)
-    updated = Interaction.objects.filter(contact=contact, day=day).update(
-        event_count=F("event_count") + 1,
-        description=Case(When(defines, then=Value(message.description)), default=F("description")),
-        url=Case(When(defines, then=Value(message.url)), default=F("url")),
-        occurred_at=Case(When(occurred_at__gt=moment, then=Value(moment)), default=F("occurred_at")),
-        last_occurred_at=Case(
-            When(last_occurred_at__lt=moment, then=Value(moment)), default=F("last_occurred_at")
-        ),
+def _lock_contacts(workspace: Workspace, first_seen: dict[str, dt.datetime]) -> dict[str, Contact]:
+    """Create the contacts that are new and lock every row for the rest of the
+    transaction, in one statement; sorted by email, so concurrent batches lock in one order."""
+    created_at = _adapt_time(timezone.now())
+    source, params = _rows(
+        {"email": "text", "first_seen_at": "timestamptz"},
+        [(email, _adapt_time(first_seen[email])) for email in sorted(first_seen)],
     )
-    if updated:
-        return False
-    Interaction.objects.create(
-        workspace_id=contact.workspace_id,
-        contact=contact,
-        day=day,
-        occurred_at=moment,
-        last_occurred_at=moment,
-        description=message.description,
-        url=message.url,
-        event_count=1,
+    sql = (
+        f"INSERT INTO {_table(Contact)} "
+        "(workspace_id, email, name, user_id, traits, trait_times, first_seen_at, created_at) "
+        f"SELECT %s, email, '', '', '{{}}', '{{}}', first_seen_at, %s FROM {source} WHERE true "
+        "ON CONFLICT (workspace_id, email) DO UPDATE SET email = excluded.email RETURNING *"
     )
-    return True
+    return {contact.email: contact for contact in Contact.objects.raw(sql, [workspace.pk, created_at, *params])}
 
 
-def record_identify(*, workspace: Workspace, message: SegmentMessage) -> Result:
-    """Apply one identify (already claimed) inside the caller's transaction."""
+@dataclass
+class _DayMerge:
+    """What a chunk's messages add to one (contact, day) interaction."""
+
+    first: int  # index of the first message of the day in the chunk: it is "created"
+    occurred_at: dt.datetime
+    description: str
+    url: str
+    last_occurred_at: dt.datetime
+    event_count: int = 1
+
+    def add(self, message: SegmentMessage) -> None:
+        self.event_count += 1
+        # The earliest message defines the day; on a tie the smaller description wins,
+        # and on a full tie the one that came first, as one message at a time would.
+        if (message.timestamp, message.description) < (self.occurred_at, self.description):
+            self.occurred_at, self.description, self.url = message.timestamp, message.description, message.url
+        self.last_occurred_at = max(self.last_occurred_at, message.timestamp)
+
+
+def _merge_interactions(workspace: Workspace, days: dict[tuple[int, dt.date], _DayMerge]) -> set[tuple[int, dt.date]]:
+    """Add each day's messages to its interaction (creating it when new), in one
+    statement; returns the (contact id, day) pairs whose interaction it created."""
+    collate, adapt_day = _description_collation(), connection.ops.adapt_datefield_value
+    source, params = _rows(
+        {
+            "contact_id": "bigint", "day": "date", "occurred_at": "timestamptz", "last_occurred_at": "timestamptz",
+            "description": "text", "url": "text", "event_count": "integer",
+        },
+        [
+            (contact_id, adapt_day(day), _adapt_time(merge.occurred_at), _adapt_time(merge.last_occurred_at),
+             merge.description, merge.url, merge.event_count)
+            for (contact_id, day), merge in sorted(days.items())
+        ],
+    )
+    table = _table(Interaction)
+    defines = (
+        f"excluded.occurred_at < {table}.occurred_at OR (excluded.occurred_at = {table}.occurred_at "
+        f"AND excluded.description{collate} < {table}.description{collate})"
+    )
+    sql = (
+        f"INSERT INTO {table} "
+        "(workspace_id, contact_id, day, occurred_at, last_occurred_at, description, url, event_count) "
+        f"SELECT %s, contact_id, day, occurred_at, last_occurred_at, description, url, event_count FROM {source} "
+        "WHERE true ON CONFLICT (contact_id, day) DO UPDATE SET "
+        f"event_count = {table}.event_count + excluded.event_count, "
+        f"description = CASE WHEN {defines} THEN excluded.description ELSE {table}.description END, "
+        f"url = CASE WHEN {defines} THEN excluded.url ELSE {table}.url END, "
+        f"occurred_at = CASE WHEN excluded.occurred_at < {table}.occurred_at "
+        f"THEN excluded.occurred_at ELSE {table}.occurred_at END, "
+        f"last_occurred_at = CASE WHEN excluded.last_occurred_at > {table}.last_occurred_at "
+        f"THEN excluded.last_occurred_at ELSE {table}.last_occurred_at END "
+        "RETURNING contact_id, day, event_count"
+    )
+    with connection.cursor() as cursor:
+        cursor.execute(sql, [workspace.pk, *params])
+        rows = cursor.fetchall()
+    # An interaction that existed already had at least one event before these were added.
+    created = set()
+    for contact_id, day, event_count in rows:
+        key = (contact_id, _day_of(day))
+        if event_count == days[key].event_count:
+            created.add(key)
+    return created
+
+
+def _write_contacts(contacts: list[Contact]) -> None:
+    """Write the contacts' merged state in one UPDATE ... FROM."""
+    if not contacts:
+        return
+    postgres = connection.vendor == "postgresql"
+    encode = (lambda value: value) if postgres else json.dumps  # jsonb columns take the JSON as it is
+    adapt_day = connection.ops.adapt_datefield_value
+    source, params = _rows(
+        {
+            "id": "bigint", "name": "text", "user_id": "text", "traits": "jsonb", "trait_times": "jsonb",
+            "first_seen_at": "timestamptz", "last_interaction_day": "date", "closeness_log": "float8",
+            "last_interaction_log_strength": "float8",
+        },
+        [
+            (contact.pk, contact.name, contact.user_id, encode(contact.traits), encode(contact.trait_times),
+             _adapt_time(contact.first_seen_at), adapt_day(contact.last_interaction_day), contact.closeness_log,
+             contact.last_interaction_log_strength)
+            for contact in sorted(contacts, key=lambda contact: contact.pk)
+        ],
+    )
+    table = _table(Contact)
+    with connection.cursor() as cursor:
+        cursor.execute(
+            f"UPDATE {table} SET name = v.name, user_id = v.user_id, traits = v.traits, trait_times = v.trait_times, "
+            "first_seen_at = v.first_seen_at, last_interaction_day = v.last_interaction_day, "
+            "closeness_log = v.closeness_log, last_interaction_log_strength = v.last_interaction_log_strength "
+            f"FROM {source} WHERE {table}.id = v.id",
+            params,
+        )
+
+
+def _apply_identity(contact: Contact, message: SegmentMessage) -> bool:
+    """Merge one identify's userId, traits and first-seen time into the contact, in
+    memory; returns whether the contact changed."""
     moment = message.timestamp
-    day = moment.astimezone(workspace.tzinfo).date()
-    contact = _lock_contact(workspace, message.email, message.user_id, moment)
-    changes = {}
-
-    traits, trait_times = dict(contact.traits), dict(contact.trait_times)
+    changed = False
     if message.user_id:
         # userId is ordered like a trait: the newest message's userId is kept.
-        stamp, previous = timestamp_key(moment), trait_times.get(USER_ID_TIME)
+        stamp, previous = timestamp_key(moment), contact.trait_times.get(USER_ID_TIME)
         if previous is None or stamp > previous or (stamp == previous and message.user_id > contact.user_id):
-            trait_times[USER_ID_TIME] = stamp
-            if message.user_id != contact.user_id:
-                changes["user_id"] = message.user_id
-    incoming = message.traits
-    if merge_traits(traits, trait_times, incoming, moment):
-        changes["traits"] = traits
-        name = name_from_traits(traits)
-        if name != contact.name:
-            changes["name"] = name
-    if trait_times != contact.trait_times:
-        changes["trait_times"] = trait_times
+            contact.trait_times[USER_ID_TIME] = stamp
+            contact.user_id = message.user_id
+            changed = True
+    if merge_traits(contact.traits, contact.trait_times, message.traits, moment):
+        contact.name = name_from_traits(contact.traits)
+        changed = True
     if contact.first_seen_at is None or moment < contact.first_seen_at:
-        changes["first_seen_at"] = moment
+        contact.first_seen_at = moment
+        changed = True
+    return changed
 
-    if message.is_engage:
-        status = "traits_updated"
-    elif _merge_interaction(contact, message, day):
-        status = "created"
-        log = closeness.add_day(contact.closeness_log, day)
-        last_day = max(day, contact.last_interaction_day or day)
-        changes.update(
-            closeness_log=log,
-            last_interaction_day=last_day,
-            last_interaction_log_strength=log - closeness.day_weight_log(last_day),
+
+def _record_identifies(workspace: Workspace, messages: list[SegmentMessage]) -> list[Result]:
+    """Record a run of identifies in the caller's transaction, with the outcome of
+    recording them one at a time in this order: four statements whatever their number."""
+    tzinfo = workspace.tzinfo
+    days_of = [message.timestamp.astimezone(tzinfo).date() for message in messages]
+    results: list[Result | None] = [None] * len(messages)
+
+    claimed = _claim_message_ids(workspace, [message.message_id for message in messages])
+    fresh = []
+    for index, message in enumerate(messages):
+        if message.message_id in claimed:
+            claimed.discard(message.message_id)  # a second copy in this chunk is a duplicate
+            fresh.append(index)
+        else:
+            results[index] = Result(status="duplicate", email=message.email, day=days_of[index])
+    if not fresh:
+        return results
+
+    first_seen = {}
+    for index in fresh:
+        message = messages[index]
+        if message.email not in first_seen or message.timestamp < first_seen[message.email]:
+            first_seen[message.email] = message.timestamp
+    contacts = _lock_contacts(workspace, first_seen)
+
+    changed = set()
+    days: dict[tuple[int, dt.date], _DayMerge] = {}
+    for index in fresh:
+        message = messages[index]
+        contact = contacts[message.email]
+        if _apply_identity(contact, message):
+            changed.add(contact.pk)
+        if message.is_engage:
+            results[index] = Result(status="traits_updated", email=message.email)
+            continue
+        key = (contact.pk, days_of[index])
+        if key in days:
+            days[key].add(message)
+        else:
+            days[key] = _DayMerge(
+                first=index, occurred_at=message.timestamp, description=message.description, url=message.url,
+                last_occurred_at=message.timestamp,
+            )
+
+    created = _merge_interactions(workspace, days) if days else set()
+    by_id = {contact.pk: contact for contact in contacts.values()}
+    # New days join closeness_log in the order their first messages came, so the float
+    # sum is the very one that recording the messages one at a time would make.
+    for contact_id, day in sorted(created, key=lambda key: days[key].first):
+        contact = by_id[contact_id]
+        contact.closeness_log = closeness.add_day(contact.closeness_log, day)
+        contact.last_interaction_day = max(day, contact.last_interaction_day or day)
+        contact.last_interaction_log_strength = contact.closeness_log - closeness.day_weight_log(
+            contact.last_interaction_day
         )
-    else:
-        status = "merged"
+        changed.add(contact_id)
+    for index in fresh:
+        if results[index] is None:
+            message = messages[index]
+            key = (contacts[message.email].pk, days_of[index])
+            status = "created" if key in created and days[key].first == index else "merged"
+            results[index] = Result(status=status, email=message.email, day=days_of[index])
 
-    if changes:
-        Contact.objects.filter(pk=contact.pk).update(**changes)
-    return Result(status=status, email=message.email, day=None if message.is_engage else day)
+    _write_contacts([by_id[contact_id] for contact_id in changed])
+    return results
 
 
 def record_delete(*, workspace: Workspace, message: SegmentMessage) -> Result:
@@ -213,29 +386,83 @@ def record_delete(*, workspace: Workspace, message: SegmentMessage) -> Result:
     return Result(status="deleted", email=message.email, deleted=count)
 
 
+def _record_delete_once(workspace: Workspace, messages: list[SegmentMessage]) -> list[Result]:
+    (message,) = messages
+    if not _claim_message_ids(workspace, [message.message_id]):
+        return [Result(status="duplicate", email=message.email)]
+    return [record_delete(workspace=workspace, message=message)]
+
+
+def _is_transient(error: DatabaseError) -> bool:
+    return getattr(error.__cause__, "sqlstate", None) in TRANSIENT_SQLSTATES
+
+
+def _in_transaction(record, workspace: Workspace, messages: list[SegmentMessage]) -> list[Result]:
+    """record(workspace, messages) in one transaction, tried again after losing a deadlock."""
+    for attempt in range(1, ATTEMPTS + 1):
+        try:
+            with transaction.atomic():
+                return record(workspace, messages)
+        except OperationalError as error:
+            if attempt == ATTEMPTS or not _is_transient(error):
+                raise
+            time.sleep(random.uniform(0, 0.01 * 2**attempt))
+    raise AssertionError("unreachable")
+
+
+def record_messages(*, workspace: Workspace, messages: list[SegmentMessage]) -> list[Result]:
+    """Record normalized messages, one result per message in order, exactly as if they
+    were recorded one at a time: identifies in transactions of CHUNK_MESSAGES (a handful of
+    statements each), a delete alone in its own, between the identifies around it."""
+    results = []
+    start = 0
+    while start < len(messages):
+        if messages[start].type == "delete":
+            results += _in_transaction(_record_delete_once, workspace, messages[start:start + 1])
+            start += 1
+            continue
+        end = start
+        while end < len(messages) and end - start < CHUNK_MESSAGES and messages[end].type != "delete":
+            end += 1
+        results += _record_run(workspace, messages[start:end])
+        start = end
+    return results
+
+
+def _record_run(workspace: Workspace, messages: list[SegmentMessage]) -> list[Result]:
+    """One transaction for the run; should the database refuse one message's values, the
+    others are recorded one at a time and only that one is rejected."""
+    try:
+        return _in_transaction(_record_identifies, workspace, messages)
+    except DataError as error:
+        if len(messages) > 1:
+            return [result for message in messages for result in _record_run(workspace, [message])]
+        logger.warning("ingest: message %s could not be stored: %s", messages[0].message_id, error)
+        return [Result(status="rejected", code=400, message="Message could not be stored: a value is out of range")]
+
+
 def record_message(*, workspace: Workspace, message: SegmentMessage) -> Result:
     """Record one normalized message, exactly once per messageId, in its own transaction."""
-    with transaction.atomic():
-        if not _claim_message_id(workspace, message.message_id):
-            day = message.timestamp.astimezone(workspace.tzinfo).date() if message.timestamp else None
-            return Result(status="duplicate", email=message.email, day=day)
-        if message.type == "delete":
-            return record_delete(workspace=workspace, message=message)
-        return record_identify(workspace=workspace, message=message)
+    return record_messages(workspace=workspace, messages=[message])[0]
 
 
 def ingest_messages(*, workspace: Workspace, raw_messages, now=None) -> list[Result]:
     """Validate and record a list of decoded JSON messages; one bad message never
     loses the good ones. Database errors propagate (the webhook answers 503)."""
     now = now or timezone.now()
-    results = []
+    results: list[Result | None] = []
+    valid, positions = [], []
     for raw in raw_messages:
         try:
             message = normalize(raw, now=now)
         except MessageRejected as rejected:
             results.append(Result(status="rejected", code=rejected.status, message=rejected.message))
             continue
-        results.append(record_message(workspace=workspace, message=message))
+        positions.append(len(results))
+        results.append(None)
+        valid.append(message)
+    for position, result in zip(positions, record_messages(workspace=workspace, messages=valid)):
+        results[position] = result
     return results
 
 

@@ -1,0 +1,518 @@
+"""Ingest benchmark: natsite's webhook under load, side by side with what PostgreSQL
+itself can do with the same statements, in one run.
+
+    .venv/bin/python bench/ingest.py            # ~3 minutes, prints a table
+
+What it does, in order:
+1. recreates the benchmark database (BENCH_DATABASE_URL, default
+   postgres://postgres@127.0.0.1:5432/natsite_perf_bench), migrates it and makes a
+   workspace with an API key;
+2. starts gunicorn (bench/wsgi.py: natsite plus an X-Queries header per response)
+   and drives it from this process with a lean keep-alive HTTP/1.1 client: single
+   messages at several concurrencies (closed loop), batches of 100 and 1,000, and
+   single messages offered open-loop at a fixed rate (latency measured from the
+   scheduled send time, so a slow server cannot hide its queue);
+3. replays the SQL one ingest makes through pgbench (one transaction per event,
+   8 clients, random emails and days) on the same database: the ceiling;
+4. times import_events (or ingest_messages in chunks of 1,000 when the command
+   does not exist) on PostgreSQL and on SQLite.
+
+Messages are realistic identifies: a pool of contacts, days spread over a year,
+traits, a page URL, a unique messageId each.
+"""
+
+import argparse
+import base64
+import json
+import os
+import random
+import re
+import socket
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import uuid
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+PYTHON = str(ROOT / ".venv" / "bin" / "python")
+GUNICORN = str(ROOT / ".venv" / "bin" / "gunicorn")
+DEFAULT_DB = "postgres://postgres@127.0.0.1:5432/natsite_perf_bench"
+PLANS = ["free", "starter", "pro", "enterprise"]
+NOW = datetime.now(timezone.utc)
+
+
+# --- messages -------------------------------------------------------------------------
+
+
+class Messages:
+    """Identify messages over a pool of contacts and a year of days."""
+
+    def __init__(self, contacts: int, seed: int):
+        self.contacts = contacts
+        self.run = uuid.uuid4().hex[:8]
+        self.counter = 0
+        self.lock = threading.Lock()
+        self.random = random.Random(seed)
+
+    def one(self) -> dict:
+        with self.lock:
+            self.counter += 1
+            n = self.counter
+            k = self.random.randrange(self.contacts)
+            seconds = self.random.randrange(365 * 86400)
+        moment = NOW - timedelta(seconds=seconds)
+        return {
+            "type": "identify",
+            "messageId": f"bench-{self.run}-{n}",
+            "userId": f"user-{k}",
+            "timestamp": moment.strftime("%Y-%m-%dT%H:%M:%S.%f")[:-3] + "Z",
+            "traits": {
+                "email": f"contact{k}@example.com",
+                "firstName": f"First{k}",
+                "lastName": "Bench",
+                "plan": PLANS[k % len(PLANS)],
+                "logins": n,
+            },
+            "context": {"page": {"url": f"https://app.example.com/p/{n % 97}"}, "library": {"name": "bench"}},
+        }
+
+    def body(self, size: int) -> bytes:
+        if size == 1:
+            return json.dumps(self.one()).encode()
+        return json.dumps([self.one() for _ in range(size)]).encode()
+
+
+# --- a lean HTTP/1.1 keep-alive client ------------------------------------------------
+
+
+class Connection:
+    def __init__(self, port: int, auth: str):
+        self.port = port
+        self.head = (
+            "POST /ingest/segment HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
+            f"Authorization: {auth}\r\nContent-Length: "
+        ).encode()
+        self.sock = None
+        self.buffer = b""
+
+    def connect(self):
+        self.sock = socket.create_connection(("127.0.0.1", self.port))
+        self.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        self.buffer = b""
+
+    def post(self, body: bytes) -> tuple[int, int, bytes]:
+        """(status, X-Queries, body); reconnects once if the server closed the connection."""
+        for attempt in (0, 1):
+            if self.sock is None:
+                self.connect()
+            try:
+                self.sock.sendall(self.head + str(len(body)).encode() + b"\r\n\r\n" + body)
+                return self._read()
+            except (ConnectionError, OSError):
+                self.close()
+                if attempt:
+                    raise
+        raise AssertionError("unreachable")
+
+    def _read(self):
+        while b"\r\n\r\n" not in self.buffer:
+            self._fill()
+        head, _, rest = self.buffer.partition(b"\r\n\r\n")
+        lines = head.split(b"\r\n")
+        status = int(lines[0].split()[1])
+        length, queries, close = 0, 0, False
+        for line in lines[1:]:
+            name, _, value = line.partition(b":")
+            name = name.strip().lower()
+            if name == b"content-length":
+                length = int(value)
+            elif name == b"x-queries":
+                queries = int(value)
+            elif name == b"connection" and value.strip().lower() == b"close":
+                close = True
+        self.buffer = rest
+        while len(self.buffer) < length:
+            self._fill()
+        body, self.buffer = self.buffer[:length], self.buffer[length:]
+        if close:
+            self.close()
+        return status, queries, body
+
+    def _fill(self):
+        chunk = self.sock.recv(262144)
+        if not chunk:
+            raise ConnectionError("server closed the connection")
+        self.buffer += chunk
+
+    def close(self):
+        if self.sock is not None:
+            self.sock.close()
+        self.sock = None
+
+
+# --- load phases ----------------------------------------------------------------------
+
+
+class Tally:
+    def __init__(self):
+        self.lock = threading.Lock()
+        self.latencies = []
+        self.events = 0
+        self.queries = 0
+        self.errors = {}
+
+    def add(self, latency, events, status, queries, body):
+        with self.lock:
+            self.latencies.append(latency)
+            self.queries += queries
+            if status == 200:
+                self.events += events
+            else:
+                key = f"{status} {body[:80].decode(errors='replace')}"
+                self.errors[key] = self.errors.get(key, 0) + 1
+
+
+def percentile(values, p):
+    if not values:
+        return float("nan")
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(round(p / 100 * (len(ordered) - 1))))]
+
+
+def summarize(name, tally, elapsed, cpu):
+    lat = tally.latencies
+    return {
+        "phase": name,
+        "events_per_s": tally.events / elapsed,
+        "requests": len(lat),
+        "p50_ms": percentile(lat, 50) * 1000,
+        "p95_ms": percentile(lat, 95) * 1000,
+        "p99_ms": percentile(lat, 99) * 1000,
+        "queries_per_event": tally.queries / tally.events if tally.events else float("nan"),
+        "errors": tally.errors,
+        "loadgen_cpu_pct": 100 * cpu / elapsed,
+    }
+
+
+def closed_loop(port, auth, messages, *, size, concurrency, seconds):
+    """`concurrency` clients, each posting again as soon as its answer arrives."""
+    tally = Tally()
+    deadline = time.perf_counter() + seconds
+
+    def client():
+        connection = Connection(port, auth)
+        while time.perf_counter() < deadline:
+            body = messages.body(size)
+            started = time.perf_counter()
+            status, queries, answer = connection.post(body)
+            tally.add(time.perf_counter() - started, size, status, queries, answer)
+        connection.close()
+
+    cpu0, start = time.process_time(), time.perf_counter()
+    threads = [threading.Thread(target=client) for _ in range(concurrency)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    elapsed, cpu = time.perf_counter() - start, time.process_time() - cpu0
+    label = "single" if size == 1 else f"batch {size}"
+    return summarize(f"{label}, {concurrency} clients", tally, elapsed, cpu)
+
+
+def open_loop(port, auth, messages, *, rate, seconds, clients=32):
+    """Messages offered at `rate` per second whatever the server does; latency counts
+    from each message's scheduled time, so queueing behind a slow answer shows."""
+    tally = Tally()
+    total = int(rate * seconds)
+    lock = threading.Lock()
+    next_index = [0]
+    start = time.perf_counter() + 0.05
+
+    def client():
+        connection = Connection(port, auth)
+        while True:
+            with lock:
+                index = next_index[0]
+                next_index[0] += 1
+            if index >= total:
+                break
+            body = messages.body(1)
+            scheduled = start + index / rate
+            delay = scheduled - time.perf_counter()
+            if delay > 0:
+                time.sleep(delay)
+            status, queries, answer = connection.post(body)
+            tally.add(time.perf_counter() - scheduled, 1, status, queries, answer)
+        connection.close()
+
+    cpu0 = time.process_time()
+    threads = [threading.Thread(target=client) for _ in range(clients)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    elapsed, cpu = time.perf_counter() - start, time.process_time() - cpu0
+    return summarize(f"open loop {rate}/s offered", tally, elapsed, cpu)
+
+
+# --- the pgbench ceiling ----------------------------------------------------------------
+
+# The statements natsite sends for one identify that creates a new day, with random
+# emails and days, one transaction per event.
+PGBENCH_SCRIPT = """\
+\\set k random(0, {contacts} - 1)
+\\set d random(0, 364)
+\\set m random(1, 1000000000000)
+BEGIN;
+INSERT INTO ingest_processedmessage (workspace_id, message_id, received_at)
+  VALUES ({workspace}, 'pgbench-' || :client_id || '-' || :m, now())
+  ON CONFLICT (workspace_id, message_id) DO NOTHING RETURNING id;
+INSERT INTO contacts_contact (workspace_id, email, name, user_id, traits, trait_times, first_seen_at, created_at)
+  VALUES ({workspace}, 'pgbench' || :k || '@example.com', '', 'user-' || :k, '{{}}', '{{}}', now(), now())
+  ON CONFLICT (workspace_id, email) DO UPDATE SET email = excluded.email
+  RETURNING id AS contact_id, traits, trait_times \\gset
+INSERT INTO contacts_interaction (workspace_id, contact_id, day, occurred_at, last_occurred_at, description, url, event_count)
+  VALUES ({workspace}, :contact_id, current_date - CAST(:d AS integer), now() - CAST(:d AS integer) * interval '1 day',
+          now() - CAST(:d AS integer) * interval '1 day',
+          'https://app.example.com/p/1', 'https://app.example.com/p/1', 1)
+  ON CONFLICT (contact_id, day) DO UPDATE SET
+    event_count = contacts_interaction.event_count + 1,
+    description = CASE WHEN excluded.occurred_at < contacts_interaction.occurred_at
+                       THEN excluded.description ELSE contacts_interaction.description END,
+    url = CASE WHEN excluded.occurred_at < contacts_interaction.occurred_at
+               THEN excluded.url ELSE contacts_interaction.url END,
+    occurred_at = LEAST(contacts_interaction.occurred_at, excluded.occurred_at),
+    last_occurred_at = GREATEST(contacts_interaction.last_occurred_at, excluded.last_occurred_at)
+  RETURNING event_count;
+UPDATE contacts_contact SET
+    name = 'First' || :k || ' Bench',
+    traits = '{{"email": "pgbench@example.com", "firstName": "First", "lastName": "Bench", "plan": "pro", "logins": 1}}',
+    trait_times = '{{"email": "2026-01-01T00:00:00.000000Z", "firstname": "2026-01-01T00:00:00.000000Z", "lastname": "2026-01-01T00:00:00.000000Z", "plan": "2026-01-01T00:00:00.000000Z", "logins": "2026-01-01T00:00:00.000000Z"}}',
+    closeness_log = 52000.0 + CAST(:d AS integer) / 14.0,
+    last_interaction_day = current_date - CAST(:d AS integer),
+    last_interaction_log_strength = 0.5
+  WHERE id = :contact_id;
+COMMIT;
+"""
+
+
+def pgbench(database_url, workspace_id, *, contacts, seconds, clients=8):
+    with tempfile.NamedTemporaryFile("w", suffix=".sql", delete=False) as script:
+        script.write(PGBENCH_SCRIPT.format(contacts=contacts, workspace=workspace_id))
+    try:
+        done = subprocess.run(
+            ["pgbench", "-n", "-M", "prepared", "-c", str(clients), "-j", "2", "-T", str(seconds), "-f", script.name,
+             "-d", database_url],
+            capture_output=True, text=True, check=True,
+        )
+    finally:
+        os.unlink(script.name)
+    tps = float(re.search(r"tps = ([\d.]+)", done.stdout).group(1))
+    latency = re.search(r"latency average = ([\d.]+) ms", done.stdout)
+    return {"phase": f"pgbench, {clients} clients", "events_per_s": tps, "avg_ms": float(latency.group(1)) if latency else None}
+
+
+# --- import_events ------------------------------------------------------------------------
+
+
+def import_events_exists() -> bool:
+    return (ROOT / "ingest" / "management" / "commands" / "import_events.py").exists()
+
+
+DIRECT_IMPORT = """
+import json, sys, time, django
+django.setup()
+from contacts.models import Workspace
+from ingest.services import ingest_messages
+workspace = Workspace.objects.get(slug=sys.argv[2])
+lines = open(sys.argv[1]).read().splitlines()
+started = time.perf_counter()
+accepted = 0
+for i in range(0, len(lines), 1000):
+    results = ingest_messages(workspace=workspace, raw_messages=[json.loads(l) for l in lines[i:i + 1000]])
+    accepted += sum(1 for r in results if r.accepted)
+print(f"ELAPSED {time.perf_counter() - started:.3f} ACCEPTED {accepted}")
+"""
+
+
+def run_import(env, path, slug, events):
+    """events/s of import_events (or of ingest_messages in chunks of 1,000)."""
+    if import_events_exists():
+        started = time.perf_counter()
+        subprocess.run(
+            [PYTHON, "manage.py", "import_events", str(path), "--workspace", slug],
+            cwd=ROOT, env=env, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        )
+        # The command's own start-up (Django set-up) is included: this is what a user waits for.
+        return events / (time.perf_counter() - started), "import_events"
+    done = subprocess.run(
+        [PYTHON, "-c", DIRECT_IMPORT, str(path), slug], cwd=ROOT, env=env, check=True, capture_output=True, text=True
+    )
+    elapsed = float(re.search(r"ELAPSED ([\d.]+)", done.stdout).group(1))
+    return events / elapsed, "ingest_messages in chunks of 1,000"
+
+
+# --- set-up -------------------------------------------------------------------------------------
+
+
+def manage(env, *args) -> str:
+    return subprocess.run([PYTHON, "manage.py", *args], cwd=ROOT, env=env, check=True, capture_output=True, text=True).stdout
+
+
+def fresh_database(env, slug) -> tuple[str, int]:
+    """Migrates the (already empty) database and makes a workspace; returns (API key, workspace id)."""
+    manage(env, "migrate", "--noinput", "-v", "0")
+    key = manage(env, "createworkspace", "Bench", "--slug", slug).strip().splitlines()[-1]
+    workspace_id = int(
+        manage(env, "shell", "-v", "0", "-c", f"from contacts.models import Workspace; print(Workspace.objects.get(slug={slug!r}).pk)").strip()
+    )
+    return key, workspace_id
+
+
+def recreate_postgres(database_url):
+    import psycopg
+
+    name = database_url.rsplit("/", 1)[1]
+    admin = database_url.rsplit("/", 1)[0] + "/postgres"
+    with psycopg.connect(admin, autocommit=True) as connection:
+        connection.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        connection.execute(f'CREATE DATABASE "{name}"')
+
+
+def wait_for_port(port, seconds=30):
+    deadline = time.time() + seconds
+    while time.time() < deadline:
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=0.5).close()
+            return
+        except OSError:
+            time.sleep(0.1)
+    raise SystemExit(f"gunicorn did not listen on port {port}")
+
+
+def machine() -> str:
+    cpus = os.cpu_count()
+    model = ""
+    try:
+        model = next(line.split(":", 1)[1].strip() for line in open("/proc/cpuinfo") if line.startswith("model name"))
+    except (OSError, StopIteration):
+        pass
+    load = open("/proc/loadavg").read().split()[:3] if os.path.exists("/proc/loadavg") else []
+    return f"{cpus} CPUs ({model}); load average {' '.join(load)}"
+
+
+# --- output ------------------------------------------------------------------------------------
+
+
+def print_table(rows):
+    print(f"{'phase':34} {'events/s':>9} {'p50 ms':>8} {'p95 ms':>8} {'p99 ms':>8} {'SQL/event':>9} {'gen CPU':>8}  errors")
+    for row in rows:
+        if "p50_ms" not in row:
+            print(f"{row['phase']:34} {row['events_per_s']:9.0f}")
+            continue
+        errors = ", ".join(f"{count}× {what}" for what, count in row["errors"].items()) or "-"
+        print(
+            f"{row['phase']:34} {row['events_per_s']:9.0f} {row['p50_ms']:8.1f} {row['p95_ms']:8.1f} {row['p99_ms']:8.1f}"
+            f" {row['queries_per_event']:9.2f} {row['loadgen_cpu_pct']:7.0f}%  {errors}"
+        )
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--database-url", default=os.environ.get("BENCH_DATABASE_URL", DEFAULT_DB))
+    parser.add_argument("--port", type=int, default=int(os.environ.get("BENCH_PORT", 8109)))
+    parser.add_argument("--workers", type=int, default=3, help="gunicorn worker processes")
+    parser.add_argument("--threads", type=int, default=4, help="threads per gunicorn worker")
+    parser.add_argument("--seconds", type=float, default=8, help="length of each load phase")
+    parser.add_argument("--concurrency", default="1,4,8,16", help="single-message client counts")
+    parser.add_argument("--rate", type=int, default=200, help="messages/s offered in the open-loop phase")
+    parser.add_argument("--contacts", type=int, default=20000, help="size of the contact pool")
+    parser.add_argument("--import-events", type=int, default=50000, help="events in the import file")
+    parser.add_argument("--skip", default="", help="comma-separated: single,batch,open,pgbench,import")
+    parser.add_argument("--json", help="also write the figures to this file")
+    args = parser.parse_args()
+    skip = set(filter(None, args.skip.split(",")))
+
+    print(f"machine: {machine()}")
+    slug = "bench"
+    env = {
+        **os.environ,
+        "DATABASE_URL": args.database_url,
+        "DJANGO_SETTINGS_MODULE": "natsite.settings",
+        "DEBUG": "0",
+        "INGEST_RATE_LIMIT": "0",  # the per-key limit would cap the very thing measured
+        "LOG_LEVEL": "WARNING",
+    }
+    recreate_postgres(args.database_url)
+    key, workspace_id = fresh_database(env, slug)
+    auth = "Basic " + base64.b64encode(f"{key}:".encode()).decode()
+    rows = []
+
+    server = subprocess.Popen(
+        [GUNICORN, "bench.wsgi:application", "--bind", f"127.0.0.1:{args.port}", "--workers", str(args.workers),
+         "--threads", str(args.threads), "--worker-class", "gthread", "--keep-alive", "30", "--log-level", "warning"],
+        cwd=ROOT, env=env,
+    )
+    try:
+        wait_for_port(args.port)
+        messages = Messages(args.contacts, seed=1)
+        closed_loop(args.port, auth, messages, size=1, concurrency=4, seconds=2)  # warm-up: connections, imports
+        if "single" not in skip:
+            for concurrency in [int(c) for c in args.concurrency.split(",")]:
+                rows.append(closed_loop(args.port, auth, messages, size=1, concurrency=concurrency, seconds=args.seconds))
+                print_table(rows[-1:])
+        if "batch" not in skip:
+            for size, concurrency in ((100, 2), (1000, 2)):
+                rows.append(closed_loop(args.port, auth, messages, size=size, concurrency=concurrency, seconds=args.seconds))
+                print_table(rows[-1:])
+        if "open" not in skip:
+            rows.append(open_loop(args.port, auth, messages, rate=args.rate, seconds=args.seconds))
+            print_table(rows[-1:])
+    finally:
+        server.terminate()
+        server.wait(timeout=30)
+
+    ceiling = None
+    if "pgbench" not in skip:
+        ceiling = pgbench(args.database_url, workspace_id, contacts=args.contacts, seconds=int(args.seconds))
+        rows.append(ceiling)
+        print_table(rows[-1:])
+
+    imports = []
+    if "import" not in skip:
+        with tempfile.TemporaryDirectory() as folder:
+            path = Path(folder) / "events.jsonl"
+            source = Messages(args.contacts, seed=2)
+            path.write_text("\n".join(json.dumps(source.one()) for _ in range(args.import_events)) + "\n")
+            recreate_postgres(args.database_url)
+            fresh_database(env, slug)
+            rate, how = run_import(env, path, slug, args.import_events)
+            imports.append({"phase": f"import PostgreSQL ({how})", "events_per_s": rate})
+            sqlite_env = {**env, "DATABASE_URL": f"sqlite:///{folder}/bench.sqlite3"}
+            fresh_database(sqlite_env, slug)
+            rate, how = run_import(sqlite_env, path, slug, args.import_events)
+            imports.append({"phase": f"import SQLite ({how})", "events_per_s": rate})
+        rows.extend(imports)
+        print_table(imports)
+
+    print()
+    print(f"gunicorn: {args.workers} workers × {args.threads} threads (gthread); {args.seconds:g} s per phase;"
+          f" {args.contacts} contacts over 365 days")
+    print_table(rows)
+    singles = [r for r in rows if r["phase"].startswith("single")]
+    if ceiling and singles:
+        best = max(singles, key=lambda r: r["events_per_s"])
+        print(f"\nceiling (pgbench): {ceiling['events_per_s']:.0f} events/s; best single-message natsite:"
+              f" {best['events_per_s']:.0f} events/s ({best['phase']});"
+              f" ratio natsite ÷ ceiling = {best['events_per_s'] / ceiling['events_per_s']:.0%}")
+    print(f"machine after the run: {machine()}")
+    if args.json:
+        Path(args.json).write_text(json.dumps({"machine": machine(), "rows": rows}, indent=2, default=str))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,235 @@
+"""Recording a list of messages in bulk leaves the database exactly as recording them
+one at a time does, for messy shuffled batches: duplicates (also within the batch),
+same-day bursts, ties, days out of order, Engage syncs, deletes and invalid messages.
+And concurrent batches touching the same contacts keep closeness exact."""
+
+import datetime as dt
+import random
+import threading
+
+import pytest
+from django.db import connection
+
+from contacts import closeness
+from contacts.models import Contact, Interaction
+from ingest.models import ProcessedMessage
+from ingest.services import ingest_messages
+from tests.factories import WorkspaceFactory
+
+PEOPLE = [f"person{i}@example.com" for i in range(8)]
+START = dt.datetime(2024, 3, 1, tzinfo=dt.timezone.utc)
+PAGES = ["https://example.com/pricing", "https://example.com/docs", "Signed up", "", "javascript:alert(1)"]
+
+
+def messy_batch(seed: int, size: int = 240) -> list:
+    """A shuffled batch of identifies over a few people and days, with every kind of mess."""
+    rng = random.Random(seed)
+    messages = []
+    for n in range(size):
+        person = rng.randrange(len(PEOPLE))
+        # Bursts: many messages share a few days and hours; some share the exact second.
+        moment = START + dt.timedelta(days=rng.randrange(12), hours=rng.choice([0, 3, 23]), minutes=rng.randrange(3))
+        message = {
+            "type": "identify",
+            "messageId": f"m-{seed}-{n}",
+            "userId": f"user-{person}",
+            "timestamp": moment.isoformat().replace("+00:00", rng.choice(["Z", "+00:00"])),
+            "traits": {"email": PEOPLE[person], "plan": rng.choice(["free", "pro", "team"]), "seen": n % 5},
+        }
+        page = rng.choice(PAGES)
+        if page:
+            message["context"] = {"page": {"url": page}}
+        if rng.random() < 0.2:
+            message["traits"][rng.choice(["firstName", "first_name"])] = rng.choice(["Ann", "Bo", "Cy"])
+        if rng.random() < 0.1:  # an Engage audience sync: traits only
+            message["context"] = {"personas": {"computation_key": "vip"}}
+            message["traits"]["vip"] = True
+        messages.append(message)
+    # Segment's retries: copies of earlier messages, some in the same batch.
+    messages += [dict(rng.choice(messages)) for _ in range(size // 8)]
+    # A user-deletion request by userId, one by email, and one for nobody.
+    messages += [
+        {"type": "delete", "userId": "user-1", "messageId": f"d-{seed}-1", "context": []},
+        {"type": "delete", "userId": "nobody", "traits": {"email": PEOPLE[2]}, "messageId": f"d-{seed}-2"},
+        {"type": "delete", "userId": "user-404", "messageId": f"d-{seed}-3"},
+    ]
+    # Invalid messages: each is rejected alone.
+    messages += [
+        {"type": "identify", "messageId": f"x-{seed}-1", "timestamp": "2024-03-02T00:00:00Z"},
+        {"type": "identify", "messageId": f"x-{seed}-2", "traits": {"email": "a@example.com"}, "timestamp": "soon"},
+        {"type": "track", "messageId": f"x-{seed}-3", "event": "Clicked"},
+        {"messageId": f"x-{seed}-4", "traits": {"email": "b@example.com"}},
+        "not an object",
+    ]
+    rng.shuffle(messages)
+    return messages
+
+
+def snapshot(workspace) -> dict:
+    """Every row the write path owns for the workspace, comparable across workspaces."""
+    contacts = {
+        c.email: (
+            c.name, c.user_id, c.traits, c.trait_times, c.first_seen_at, c.last_interaction_day,
+            c.closeness_log, c.last_interaction_log_strength,
+        )
+        for c in Contact.objects.filter(workspace=workspace)
+    }
+    interactions = sorted(
+        Interaction.objects.filter(workspace=workspace).values_list(
+            "contact__email", "day", "occurred_at", "last_occurred_at", "description", "url", "event_count"
+        )
+    )
+    processed = sorted(ProcessedMessage.objects.filter(workspace=workspace).values_list("message_id", flat=True))
+    return {"contacts": contacts, "interactions": interactions, "processed": processed}
+
+
+def outcome(results) -> list:
+    return [r.to_dict() for r in results]
+
+
+def one_at_a_time(workspace, messages, now):
+    return [ingest_messages(workspace=workspace, raw_messages=[m], now=now)[0] for m in messages]
+
+
+NOW = dt.datetime(2024, 3, 20, tzinfo=dt.timezone.utc)
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize("seed", [1, 2, 3])
+@pytest.mark.parametrize("tz", ["UTC", "America/New_York"])
+def test_a_batch_leaves_the_same_database_as_one_message_at_a_time(seed, tz):
+    messages = messy_batch(seed)
+    singly, together = WorkspaceFactory(timezone=tz), WorkspaceFactory(timezone=tz)
+
+    expected = outcome(one_at_a_time(singly, messages, NOW))
+    got = outcome(ingest_messages(workspace=together, raw_messages=messages, now=NOW))
+
+    assert got == expected
+    assert snapshot(together) == snapshot(singly)
+    statuses = {r["status"] for r in got}
+    assert {"created", "merged", "duplicate", "traits_updated", "deleted", 400, 501} <= statuses
+
+
+@pytest.mark.django_db
+def test_chunk_boundaries_change_nothing(monkeypatch):
+    messages = messy_batch(4)
+    singly, chunked = WorkspaceFactory(), WorkspaceFactory()
+    expected = outcome(one_at_a_time(singly, messages, NOW))
+
+    monkeypatch.setattr("ingest.services.CHUNK_MESSAGES", 7)
+    got = outcome(ingest_messages(workspace=chunked, raw_messages=messages, now=NOW))
+
+    assert got == expected
+    assert snapshot(chunked) == snapshot(singly)
+
+
+@pytest.mark.django_db
+def test_a_batch_split_across_requests_in_another_order_gives_the_same_contacts_and_days():
+    messages = [m for m in messy_batch(5) if isinstance(m, dict) and m.get("type") == "identify"]
+    forward, backward = WorkspaceFactory(), WorkspaceFactory()
+
+    for start in range(0, len(messages), 50):
+        ingest_messages(workspace=forward, raw_messages=messages[start:start + 50], now=NOW)
+    reversed_messages = messages[::-1]
+    for start in range(0, len(reversed_messages), 33):
+        ingest_messages(workspace=backward, raw_messages=reversed_messages[start:start + 33], now=NOW)
+
+    a, b = snapshot(forward), snapshot(backward)
+    assert a["interactions"] == b["interactions"]
+    assert a["processed"] == b["processed"]
+    for email, row in a["contacts"].items():
+        other = b["contacts"][email]
+        assert row[:6] == other[:6]
+        # The same days summed in another order: equal to the last bits of a double.
+        assert row[6] == pytest.approx(other[6], rel=1e-12)
+
+
+@pytest.mark.django_db
+def test_replaying_a_batch_changes_nothing():
+    messages = messy_batch(6)
+    workspace = WorkspaceFactory()
+    first = ingest_messages(workspace=workspace, raw_messages=messages, now=NOW)
+    before = snapshot(workspace)
+
+    again = ingest_messages(workspace=workspace, raw_messages=messages, now=NOW)
+
+    assert snapshot(workspace) == before
+    assert [r.status for r, f in zip(again, first) if f.accepted] == [
+        "duplicate" for f in first if f.accepted
+    ]
+
+
+@pytest.mark.django_db
+def test_a_copy_of_a_message_within_one_batch_is_a_duplicate_and_counted_once():
+    message = {"type": "identify", "messageId": "same", "timestamp": "2024-03-02T10:00:00Z",
+               "traits": {"email": "ann@example.com"}}
+    workspace = WorkspaceFactory()
+
+    results = ingest_messages(workspace=workspace, raw_messages=[message, dict(message), dict(message)], now=NOW)
+
+    assert [r.status for r in results] == ["created", "duplicate", "duplicate"]
+    assert Interaction.objects.get(workspace=workspace).event_count == 1
+    assert ProcessedMessage.objects.filter(workspace=workspace).count() == 1
+
+
+def _concurrent_batches(workspace, batches):
+    errors, barrier = [], threading.Barrier(len(batches))
+
+    def send(batch):
+        try:
+            barrier.wait()
+            ingest_messages(workspace=workspace, raw_messages=batch)
+        except Exception as error:  # reported by the assertion below
+            errors.append(error)
+        finally:
+            connection.close()
+
+    threads = [threading.Thread(target=send, args=(batch,)) for batch in batches]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    return errors
+
+
+@pytest.mark.postgres
+@pytest.mark.django_db(transaction=True)
+def test_concurrent_batches_touching_the_same_contacts_keep_closeness_exact():
+    workspace = WorkspaceFactory()
+    batches = []
+    for b in range(4):
+        batch = []
+        for person in PEOPLE:
+            for d in range(b, 40, 4):  # each batch brings other days for every person
+                moment = START + dt.timedelta(days=d, hours=b)
+                batch.append({"type": "identify", "messageId": f"c-{b}-{person}-{d}", "timestamp": moment.isoformat(),
+                              "traits": {"email": person, "batch": b}})
+        random.Random(b).shuffle(batch)  # different orders: the locks must still not deadlock
+        batches.append(batch)
+
+    errors = _concurrent_batches(workspace, batches)
+
+    assert errors == []
+    for contact in Contact.objects.filter(workspace=workspace):
+        days = list(Interaction.objects.filter(contact=contact).values_list("day", flat=True))
+        assert len(days) == 40
+        assert contact.closeness_log == pytest.approx(closeness.log_for_days(days), rel=1e-12)
+        assert contact.last_interaction_day == max(days)
+    assert ProcessedMessage.objects.filter(workspace=workspace).count() == sum(len(b) for b in batches)
+
+
+@pytest.mark.postgres
+@pytest.mark.django_db(transaction=True)
+def test_concurrent_copies_of_one_batch_record_each_message_once():
+    workspace = WorkspaceFactory()
+    batch = [
+        {"type": "identify", "messageId": f"r-{i}", "timestamp": (START + dt.timedelta(days=i % 9)).isoformat(),
+         "traits": {"email": PEOPLE[i % len(PEOPLE)]}}
+        for i in range(200)
+    ]
+
+    errors = _concurrent_batches(workspace, [batch, batch[::-1], batch])
+
+    assert errors == []
+    assert ProcessedMessage.objects.filter(workspace=workspace).count() == 200
+    assert sum(Interaction.objects.filter(workspace=workspace).values_list("event_count", flat=True)) == 200

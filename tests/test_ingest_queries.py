@@ -1,0 +1,114 @@
+"""The write path sends a small fixed number of SQL statements: per message for a
+single identify, per chunk (not per message) for a batch."""
+
+import datetime as dt
+
+import pytest
+from django.db import connection
+from django.test.utils import CaptureQueriesContext
+
+from contacts.models import Interaction
+from ingest.services import ingest_messages
+from tests.segment_messages import identify
+
+pytestmark = pytest.mark.django_db
+
+
+def statements(context):
+    """The statements the write path sent; the savepoints are the test's own
+    transaction around it (in production the chunk's transaction is BEGIN/COMMIT)."""
+    return [q["sql"] for q in context.captured_queries if not q["sql"].startswith(("SAVEPOINT", "RELEASE SAVEPOINT"))]
+
+
+def record(workspace, messages):
+    with CaptureQueriesContext(connection) as context:
+        results = ingest_messages(workspace=workspace, raw_messages=messages)
+    return results, statements(context)
+
+
+def many(count, start=dt.datetime(2024, 1, 1, 9, tzinfo=dt.timezone.utc)):
+    """`count` messages, each from its own contact on its own day."""
+    return [
+        identify(f"person{i}@example.com", (start + dt.timedelta(days=i % 365, minutes=i)).isoformat(),
+                 traits={"email": f"person{i}@example.com", "plan": "pro"})
+        for i in range(count)
+    ]
+
+
+def test_a_message_that_creates_a_new_day_takes_four_statements(workspace):
+    results, sql = record(workspace, [identify("jane@example.com", "2024-06-01T09:00:00Z")])
+
+    assert [r.status for r in results] == ["created"]
+    # claim the messageId, upsert (and lock) the contact, upsert the interaction, write the contact
+    assert len(sql) == 4, sql
+
+
+def test_a_message_that_merges_into_its_day_takes_at_most_four_statements(workspace):
+    record(workspace, [identify("jane@example.com", "2024-06-01T09:00:00Z")])
+
+    results, sql = record(workspace, [identify("jane@example.com", "2024-06-01T15:00:00Z")])
+
+    assert [r.status for r in results] == ["merged"]
+    assert len(sql) <= 4, sql
+    assert Interaction.objects.get().event_count == 2
+
+
+def test_a_merge_that_changes_nothing_on_the_contact_skips_the_contact_write(workspace):
+    first = identify("jane@example.com", "2024-06-01T09:00:00Z")
+    record(workspace, [first])
+
+    # Another message of the same moment with the same traits: nothing on the contact moves.
+    again = identify("jane@example.com", "2024-06-01T09:00:00Z")
+    results, sql = record(workspace, [again])
+
+    assert [r.status for r in results] == ["merged"]
+    assert len(sql) == 3, sql
+
+
+def test_a_duplicate_takes_one_statement(workspace):
+    message = identify("jane@example.com", "2024-06-01T09:00:00Z")
+    record(workspace, [message])
+
+    results, sql = record(workspace, [message])
+
+    assert [r.status for r in results] == ["duplicate"]
+    assert len(sql) == 1, sql
+
+
+@pytest.mark.parametrize("count", [100, 1000])
+def test_a_batch_takes_the_same_four_statements_whatever_its_size(workspace, count):
+    results, sql = record(workspace, many(count))
+
+    assert [r.status for r in results] == ["created"] * count
+    assert len(sql) == 4, [s[:80] for s in sql]
+    assert Interaction.objects.filter(workspace=workspace).count() == count
+
+
+def test_a_batch_of_duplicates_takes_one_statement(workspace):
+    messages = many(100)
+    record(workspace, messages)
+
+    results, sql = record(workspace, messages)
+
+    assert {r.status for r in results} == {"duplicate"}
+    assert len(sql) == 1
+
+
+def test_a_batch_larger_than_a_chunk_takes_four_statements_per_chunk(workspace, monkeypatch):
+    monkeypatch.setattr("ingest.services.CHUNK_MESSAGES", 40)
+
+    results, sql = record(workspace, many(100))
+
+    assert [r.status for r in results] == ["created"] * 100
+    assert len(sql) == 4 * 3  # chunks of 40, 40 and 20
+
+
+def test_the_webhook_answers_one_new_day_with_five_statements(webhook):
+    webhook.post(identify("warm-up@example.com"))  # the key's last_used_at is written once a minute
+
+    with CaptureQueriesContext(connection) as context:
+        response = webhook.post(identify("jane@example.com", "2024-06-01T09:00:00Z"))
+
+    assert response.status_code == 200 and response.json()["status"] == "created"
+    # the API key (with its workspace), then the four statements of the write path
+    assert len(statements(context)) == 5, statements(context)
