@@ -163,10 +163,7 @@ class Command(BaseCommand):
 
         statuses = {}
         for start in range(0, len(messages), CHUNK):
-            # One commit per chunk rather than per message: SQLite's commits dominate otherwise.
-            with transaction.atomic():
-                results = ingest_messages(workspace=target, raw_messages=messages[start : start + CHUNK], now=now)
-            for result in results:
+            for result in ingest_messages(workspace=target, raw_messages=messages[start : start + CHUNK], now=now):
                 statuses[result.status] = statuses.get(result.status, 0) + 1
         self.remember_new_rejections(target, rejects, now)
 
