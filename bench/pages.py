@@ -18,6 +18,7 @@ The data is kept between runs (pass --refill to rebuild it).
 """
 
 import argparse
+import json
 import os
 import statistics
 import sys
@@ -140,7 +141,7 @@ def measure(client, url, runs):
     queries = []
 
     def count(execute, sql, params, many, context):
-        queries.append(sql)
+        queries.append((sql, params))
         return execute(sql, params, many, context)
 
     with connection.execute_wrapper(count):
@@ -158,7 +159,23 @@ def measure(client, url, runs):
         cpu.append((time.process_time() - start_cpu) * 1000)
     timings.sort()
     p95 = timings[min(len(timings) - 1, round(0.95 * (len(timings) - 1)))]
-    return statistics.median(timings), p95, statistics.median(cpu), len(queries)
+    return statistics.median(timings), p95, statistics.median(cpu), database_time(queries), len(queries)
+
+
+def database_time(queries) -> float:
+    """PostgreSQL's own execution time for one request's SELECTs (EXPLAIN ANALYZE)."""
+    from django.db import connection
+
+    total = 0.0
+    with connection.cursor() as cursor:
+        for sql, params in queries:
+            if not sql.lstrip().upper().startswith("SELECT"):
+                continue
+            cursor.execute("EXPLAIN (ANALYZE, FORMAT JSON) " + sql, params)
+            plan = cursor.fetchone()[0]
+            plan = json.loads(plan) if isinstance(plan, str) else plan
+            total += plan[0]["Planning Time"] + plan[0]["Execution Time"]
+    return total
 
 
 def main():
@@ -223,14 +240,16 @@ def main():
     client.force_login(user)
     # "app CPU" is this process's CPU time (Django, template, driver), without PostgreSQL's
     # work or the time spent waiting for a core: a figure the machine's load barely moves.
-    print(f"\n{'page':52} {'p50 ms':>8} {'p95 ms':>8} {'app CPU':>8} {'queries':>8}  target p50")
+    # "DB" is PostgreSQL's planning + execution time for the request's queries (EXPLAIN
+    # ANALYZE, once), without round trips.
+    print(f"\n{'page':52} {'p50 ms':>8} {'p95 ms':>8} {'app CPU':>8} {'DB ms':>8} {'queries':>8}  target p50")
     with override_settings(
         STORAGES={**settings.STORAGES, "staticfiles": {"BACKEND": "django.contrib.staticfiles.storage.StaticFilesStorage"}}
     ):
         for label, path, target in pages:
-            p50, p95, cpu, queries = measure(client, path, args.runs)
+            p50, p95, cpu, db, queries = measure(client, path, args.runs)
             verdict = "" if target is None else f"< {target} ms {'ok' if p50 < target else 'MISSED'}"
-            print(f"{label:52} {p50:8.1f} {p95:8.1f} {cpu:8.1f} {queries:8}  {verdict}")
+            print(f"{label:52} {p50:8.1f} {p95:8.1f} {cpu:8.1f} {db:8.1f} {queries:8}  {verdict}")
     load_after = os.getloadavg()
     print(f"\nload average after: {load_after[0]:.2f} {load_after[1]:.2f} {load_after[2]:.2f}; runs per page: {args.runs}")
 
