@@ -70,3 +70,27 @@ def post(port: int, key: str, payload, timeout: float = 30) -> Answer:
         return Answer(response.status, {k.lower(): v for k, v in response.getheaders()}, response.read())
     finally:
         conn.close()
+
+
+def manage(env: dict, *args) -> str:
+    """Run a manage.py command with `env` added to this process's environment; its output."""
+    done = subprocess.run(
+        [sys.executable, "manage.py", *args],
+        cwd=ROOT,
+        env={**os.environ, **env},
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    if done.returncode:
+        raise RuntimeError(f"manage.py {' '.join(args)} failed:\n{done.stdout}\n{done.stderr}")
+    return done.stdout
+
+
+def sqlite_site(directory: Path, **settings) -> tuple[dict, str]:
+    """A migrated SQLite natsite in `directory` with one workspace: (env, its API key)."""
+    env = {"DATABASE_URL": f"sqlite:///{directory / 'natsite.sqlite3'}", "INGEST_RATE_LIMIT": "0"}
+    env.update({name: str(value) for name, value in settings.items()})
+    manage(env, "migrate", "--noinput", "-v", "0")
+    key = manage(env, "createworkspace", "Acme").rstrip("\n").splitlines()[-1]
+    return env, key

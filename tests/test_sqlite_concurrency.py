@@ -5,28 +5,17 @@ import sqlite3
 import threading
 from collections import Counter
 
-import pytest
-
-from tests.gunicorn_server import gunicorn, manage, post, server_env
 from tests.segment_messages import identify
+from tests.servers import gunicorn, post, sqlite_site
 
 PORT = 8101
 THREADS = 12
 POSTS_PER_THREAD = 20
 
 
-@pytest.fixture
-def sqlite_site(tmp_path):
-    database = tmp_path / "natsite.sqlite3"
-    env = server_env(f"sqlite:///{database}")
-    manage(env, "migrate", "--noinput", "-v", "0")
-    key = manage(env, "createworkspace", "Acme", "--timezone", "UTC").rstrip("\n").splitlines()[-1]
-    return env, key, database
-
-
 def messages_for(thread):
     """A mix that makes writers collide: everyone writes Jane's same day, and each thread
-    also writes its own contacts and days."""
+    also writes its own contact on days of its own."""
     out = []
     for n in range(POSTS_PER_THREAD):
         if n % 2 == 0:
@@ -36,18 +25,18 @@ def messages_for(thread):
     return out
 
 
-def test_concurrent_posts_from_several_workers_all_succeed_and_are_all_stored(sqlite_site):
-    env, key, database = sqlite_site
+def test_concurrent_posts_from_several_workers_all_succeed_and_are_all_stored(tmp_path):
+    env, key = sqlite_site(tmp_path)
     answers = []
     lock = threading.Lock()
 
-    with gunicorn(env, PORT, workers=3, threads=4) as url:
+    with gunicorn(port=PORT, env={**env, "GUNICORN_CMD_ARGS": "--threads 4"}, workers=3):
         start = threading.Barrier(THREADS)
 
         def sender(thread):
             start.wait()
             for message in messages_for(thread):
-                answer = post(url, key, message)
+                answer = post(PORT, key, message)
                 with lock:
                     answers.append(answer)
 
@@ -58,10 +47,10 @@ def test_concurrent_posts_from_several_workers_all_succeed_and_are_all_stored(sq
             thread.join(timeout=120)
 
     assert len(answers) == THREADS * POSTS_PER_THREAD
-    assert not [body for _, _, body in answers if "locked" in str(body).lower()]
-    assert Counter(status for status, _, _ in answers) == {200: THREADS * POSTS_PER_THREAD}
+    assert not [a.body for a in answers if b"locked" in a.body.lower()]
+    assert Counter(a.status for a in answers) == {200: THREADS * POSTS_PER_THREAD}
 
-    db = sqlite3.connect(database)
+    db = sqlite3.connect(tmp_path / "natsite.sqlite3")
     jane_events = db.execute(
         "SELECT i.event_count FROM contacts_interaction i JOIN contacts_contact c ON c.id = i.contact_id"
         " WHERE c.email = 'jane@example.com'"

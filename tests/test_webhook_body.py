@@ -10,8 +10,8 @@ import pytest
 
 from contacts.models import Contact, Interaction
 from ingest.models import ProcessedMessage
-from tests.gunicorn_server import gunicorn, manage, server_env
 from tests.segment_messages import identify
+from tests.servers import gunicorn, sqlite_site
 
 pytestmark = pytest.mark.django_db
 
@@ -317,11 +317,9 @@ def test_every_answer_is_json(webhook):
 
 
 def test_a_chunked_body_without_content_length_is_read_under_gunicorn(tmp_path):
-    env = server_env(f"sqlite:///{tmp_path / 'natsite.sqlite3'}")
-    manage(env, "migrate", "--noinput", "-v", "0")
-    key = manage(env, "createworkspace", "Acme").rstrip("\n").splitlines()[-1]
+    env, key = sqlite_site(tmp_path)
     body = json.dumps(identify("jane@example.com")).encode()
-    with gunicorn(env, 8101, workers=1, threads=1):
+    with gunicorn(port=8101, env=env, workers=1):
         conn = http.client.HTTPConnection("127.0.0.1", 8101, timeout=30)
         conn.putrequest("POST", "/ingest/segment")
         conn.putheader("Authorization", "Bearer " + key)

@@ -8,8 +8,8 @@ import pytest
 from django.db import connection
 
 from contacts.models import Contact
-from tests.gunicorn_server import gunicorn, manage, post, server_env
 from tests.segment_messages import identify
+from tests.servers import gunicorn, post, sqlite_site
 
 SERVER_PORT = 8101
 CLOSED_PORT = 8102  # ours: nothing listens there
@@ -20,38 +20,36 @@ def nothing_listens_on(port):
         return probe.connect_ex(("127.0.0.1", port)) != 0
 
 
-def assert_retry_later(status, headers, body):
-    assert status == 503, body
-    assert int(headers["Retry-After"]) > 0
-    assert body["message"]
+def assert_retry_later(answer):
+    assert answer.status == 503, answer.body
+    assert int(answer.headers["retry-after"]) > 0
+    assert answer.json()["message"]
 
 
 def test_with_postgresql_out_of_reach_every_post_is_503_with_retry_after():
     assert nothing_listens_on(CLOSED_PORT)
-    env = server_env(f"postgres://postgres@127.0.0.1:{CLOSED_PORT}/natsite")
-    with gunicorn(env, SERVER_PORT, workers=1, threads=2) as url:
-        assert_retry_later(*post(url, "nat_" + "x" * 43, identify()))
-        assert_retry_later(*post(url, "nat_" + "x" * 43, [identify(), identify()]))
+    env = {"DATABASE_URL": f"postgres://postgres@127.0.0.1:{CLOSED_PORT}/natsite"}
+    with gunicorn(port=SERVER_PORT, env=env, workers=1):
+        assert_retry_later(post(SERVER_PORT, "nat_" + "x" * 43, identify()))
+        assert_retry_later(post(SERVER_PORT, "nat_" + "x" * 43, [identify(), identify()]))
 
 
 def test_with_the_sqlite_file_locked_too_long_the_post_is_503_then_succeeds_on_retry(tmp_path):
+    env, key = sqlite_site(tmp_path, SQLITE_BUSY_TIMEOUT=1)
     database = tmp_path / "natsite.sqlite3"
-    env = server_env(f"sqlite:///{database}", SQLITE_BUSY_TIMEOUT=1)
-    manage(env, "migrate", "--noinput", "-v", "0")
-    key = manage(env, "createworkspace", "Acme").rstrip("\n").splitlines()[-1]
     message = identify("jane@example.com", "2024-06-01T09:00:00Z")
 
-    with gunicorn(env, SERVER_PORT, workers=1, threads=2) as url:
+    with gunicorn(port=SERVER_PORT, env=env, workers=1):
         holder = sqlite3.connect(database, isolation_level=None)
         holder.execute("BEGIN IMMEDIATE")  # another writer that does not let go
         try:
-            assert_retry_later(*post(url, key, message))
+            assert_retry_later(post(SERVER_PORT, key, message))
         finally:
             holder.execute("ROLLBACK")
             holder.close()
-        status, _, body = post(url, key, message)  # Segment's retry
+        retried = post(SERVER_PORT, key, message)  # Segment's retry
 
-    assert (status, body["status"]) == (200, "created")
+    assert (retried.status, retried.json()["status"]) == (200, "created")
     db = sqlite3.connect(database)
     assert db.execute("SELECT event_count FROM contacts_interaction").fetchall() == [(1,)]
     db.close()
