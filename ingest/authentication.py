@@ -5,6 +5,7 @@ import base64
 import binascii
 import datetime as dt
 import hmac
+import re
 
 from django.utils import timezone
 from django.views.decorators.debug import sensitive_variables
@@ -16,6 +17,8 @@ from ingest.models import ApiKey, hash_key, prefix_of
 REALM = 'Basic realm="natsite"'
 # last_used_at is written at most this often per key: no write per event.
 LAST_USED_RESOLUTION = dt.timedelta(minutes=1)
+# Issued keys are "nat_" + URL-safe base64 (ApiKey.issue): nothing else can match.
+KEY_CHARACTERS = re.compile(r"[A-Za-z0-9_-]{1,200}")
 
 
 # The key must not reach an error report (whose HTML lists each frame's variables).
@@ -38,6 +41,8 @@ def key_from_header(header: str) -> str | None:
 @sensitive_variables("raw_key")
 def find_api_key(raw_key: str) -> ApiKey | None:
     """The key whose hash matches, looked up by its shown prefix and compared in constant time."""
+    if not KEY_CHARACTERS.fullmatch(raw_key):
+        return None  # not a key we issued (and a NUL would not even reach PostgreSQL)
     wanted = hash_key(raw_key)
     for candidate in ApiKey.objects.select_related("workspace").filter(prefix=prefix_of(raw_key)):
         if hmac.compare_digest(candidate.key_hash, wanted):

@@ -110,7 +110,9 @@ def check_signature(workspace, raw_body: bytes, request) -> None:
     if not sent:
         raise exceptions.AuthenticationFailed("Missing X-Signature")
     expected = hmac.new(workspace.signing_secret.encode(), raw_body, hashlib.sha1).hexdigest()
-    if not hmac.compare_digest(sent, expected):
+    # Compared as bytes: a header may carry any Latin-1 character, and compare_digest
+    # refuses non-ASCII str.
+    if not hmac.compare_digest(sent.encode("utf-8", "surrogatepass"), expected.encode()):
         raise exceptions.AuthenticationFailed("Invalid X-Signature")
 
 

@@ -267,6 +267,8 @@ def test_a_timestamp_at_the_start_of_the_calendar_is_400_in_every_time_zone(webh
 
 header_text = st.one_of(
     st.text(st.characters(min_codepoint=32, max_codepoint=126), max_size=40),
+    st.text(st.characters(min_codepoint=0, max_codepoint=255), max_size=40),  # WSGI headers are Latin-1
+    st.text(st.characters(min_codepoint=0, max_codepoint=255), max_size=40).map(lambda t: "Bearer nat_" + t),
     st.sampled_from(["text/html", "application/xml", "*/*", "application/json; charset=latin-1", "gzip", "br",
                      "identity", "Basic", "Bearer ", "Basic !!!", "multipart/form-data; boundary=x"]),
 )
@@ -288,6 +290,31 @@ def test_arbitrary_headers_get_a_documented_answer(webhook, accept, content_type
     assert_documented_answer(response, before)
     if currently_in_test_context():
         event(f"HTTP {response.status_code}")
+
+
+@FUZZ
+@given(authorization=header_text)
+def test_any_authorization_header_but_a_key_gets_401(webhook, authorization):
+    before = stored()
+    response = webhook.client.generic(
+        "POST", "/ingest/segment", json.dumps(MESSAGES["identify-recommended"]).encode(),
+        content_type="application/json", HTTP_AUTHORIZATION=authorization,
+    )
+    assert_documented_answer(response, before)
+    assert response.status_code == 401
+
+
+@FUZZ
+@given(signature=header_text)
+def test_any_x_signature_but_the_right_one_gets_401(webhook, workspace, signature):
+    Workspace.objects.filter(pk=workspace.pk).update(signing_secret="s3cret")
+    before = stored()
+    response = webhook.client.generic(
+        "POST", "/ingest/segment", json.dumps(MESSAGES["identify-recommended"]).encode(),
+        content_type="application/json", HTTP_X_SIGNATURE=signature, **webhook.headers(),
+    )
+    assert_documented_answer(response, before)
+    assert response.status_code == 401
 
 
 def test_the_answer_is_json_whatever_accept_says(webhook):
