@@ -11,6 +11,14 @@ from dataclasses import dataclass
 from contacts import closeness
 
 DAY = dt.timedelta(days=1)
+# English names, as the pages are: cheaper than strftime for a year of cells.
+WEEKDAYS = ("Mon", "Tue", "Wed", "Thu", "Fri", "Sat", "Sun")
+MONTHS = ("Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec")
+
+
+def _day_label(day: dt.date) -> str:
+    """"Mon 23 Nov"."""
+    return f"{WEEKDAYS[day.weekday()]} {day.day} {MONTHS[day.month - 1]}"
 
 
 @dataclass(frozen=True)
@@ -24,7 +32,7 @@ class Bar:
 
     @property
     def title(self) -> str:
-        return f"{self.day:%a} {self.day.day} {self.day:%b}: {self.count} active"
+        return f"{_day_label(self.day)}: {self.count} active"
 
 
 def daily_active_chart(counts: dict, today: dt.date, days: int = 90, width: int = 720, height: int = 160) -> dict:
@@ -52,7 +60,7 @@ class Cell:
     @property
     def title(self) -> str:
         events = "no interaction" if not self.count else f"{self.count} event{'s' if self.count > 1 else ''}"
-        return f"{self.day:%a} {self.day.day} {self.day:%b %Y}: {events}"
+        return f"{_day_label(self.day)} {self.day.year}: {events}"
 
 
 def _shade(event_count: int) -> int:
@@ -79,7 +87,7 @@ def activity_heatmap(event_counts: dict, today: dt.date, cell: int = 11, gap: in
         count = event_counts.get(day, 0)
         cells.append(Cell(day, count, column * step, 14 + row * step, _shade(count)))
         if day.day == 1 or (day == first and day.day < 22):
-            months.append({"x": column * step, "label": day.strftime("%b")})
+            months.append({"x": column * step, "label": MONTHS[day.month - 1]})
         day += DAY
     columns = (today - first).days // 7 + 1
     return {
