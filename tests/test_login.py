@@ -68,3 +68,9 @@ def test_a_user_without_a_workspace_is_told_so(client, db):
     response = client.get("/")
     assert response.status_code == 403
     assert b"No workspace yet" in response.content
+
+
+def test_its_page_runs_a_bounded_number_of_queries(client, db, django_assert_max_num_queries):
+    with django_assert_max_num_queries(2):
+        response = client.get("/accounts/login/")
+    assert response.status_code == 200
