@@ -154,6 +154,18 @@ def remember_request_rejection(request, error) -> None:
     remember_rejections(workspace=request.auth.workspace, rejected=[(result, excerpt)])
 
 
+def ingest_within_limits(*, workspace, messages, measured=False) -> list[Result]:
+    """ingest_messages, with each message over the per-message size cap rejected alone
+    (413): the webhook's batches and import_events record through this."""
+    too_big = set() if measured else {i for i, raw in enumerate(messages) if oversized(raw)}
+    results = ingest_messages(
+        workspace=workspace, raw_messages=[None if i in too_big else m for i, m in enumerate(messages)]
+    )
+    for i in too_big:
+        results[i].code, results[i].message = 413, too_large_message()
+    return results
+
+
 class AlwaysJson(BaseContentNegotiation):
     """The answer is JSON whatever Accept says: a 406 would make Segment drop the message."""
 
@@ -204,12 +216,8 @@ class SegmentWebhook(APIView):
         if wait is not None:
             raise IngestError(429, "Rate limit exceeded, retry later", headers={"Retry-After": str(wait)})
 
-        too_big = {i for i, raw in enumerate(messages) if is_batch and oversized(raw)}
-        results = ingest_messages(
-            workspace=workspace, raw_messages=[None if i in too_big else m for i, m in enumerate(messages)]
-        )
-        for i in too_big:
-            results[i].code, results[i].message = 413, too_large_message()
+        # A single message was measured above; in a batch, each is measured on its own.
+        results = ingest_within_limits(workspace=workspace, messages=messages, measured=not is_batch)
         remember_rejections(
             workspace=workspace, rejected=[(r, messages[i]) for i, r in enumerate(results) if not r.accepted]
         )

@@ -14,8 +14,8 @@ from django.db import DatabaseError
 
 from contacts.models import Workspace
 from ingest.backfill import AUTO, DOCUMENT, LINES, BrokenExport, open_source, read_items
-from ingest.serializers import oversized, too_large_message
-from ingest.services import ACCEPTED, Result, ingest_messages
+from ingest.services import ACCEPTED, Result
+from ingest.views import ingest_within_limits
 
 STATUSES = (*ACCEPTED, "rejected")
 
@@ -85,16 +85,10 @@ class Command(BaseCommand):
             raise CommandError(f"{stopped}. Running the same import again resumes: what is recorded is skipped.")
 
     def record(self, workspace, chunk, tally):
-        """Record one chunk with ingest_messages, the webhook's write path and rules."""
-        sendable = [item for item in chunk if item.rejection is None]
-        too_big = {i for i, item in enumerate(sendable) if oversized(item.raw)}
-        results = ingest_messages(
-            workspace=workspace,
-            raw_messages=[None if i in too_big else item.raw for i, item in enumerate(sendable)],
-        )
-        for i in too_big:
-            results[i].code, results[i].message = 413, too_large_message()
-        recorded = iter(results)
+        """Record one chunk as the webhook records a batch: ingest_messages, with the
+        per-message size cap."""
+        sendable = [item.raw for item in chunk if item.rejection is None]
+        recorded = iter(ingest_within_limits(workspace=workspace, messages=sendable) if sendable else [])
         for item in chunk:
             if item.rejection is None:
                 tally.add(item.position, next(recorded))
