@@ -7,6 +7,7 @@ webhook answers (PRODUCT.md §2). Field names are matched ignoring case, '_' and
 """
 
 import datetime as dt
+import functools
 import hashlib
 import json
 import re
@@ -31,6 +32,7 @@ _validate_email = EmailValidator()
 EARLIEST_TIMESTAMP = dt.datetime.min.replace(tzinfo=dt.timezone.utc) + dt.timedelta(days=1)
 LATEST_TIMESTAMP = dt.datetime.max.replace(tzinfo=dt.timezone.utc) - dt.timedelta(days=1)
 _SURROGATES = re.compile("[\ud800-\udfff]")
+_SPACE_OR_CONTROL = re.compile(r"[\x00-\x1f\s]")  # \s is str.isspace()
 _TIMESTAMP = re.compile(
     r"""^\s*(\d{4})-(\d{1,2})-(\d{1,2})
     (?:[Tt\ ](\d{1,2}):(\d{1,2})(?::(\d{1,2})(?:[.,](\d{1,9}))?)?)?
@@ -83,8 +85,46 @@ def lookup(container, *path):
     return value
 
 
+def _is_clean_text(text: str) -> bool:
+    return "\x00" not in text and (text.isascii() or _SURROGATES.search(text) is None)
+
+
+def _is_clean(value, depth=0) -> bool:
+    """Whether clean_json would leave `value` as it is; raises as it would on depth."""
+    if depth > MAX_DEPTH:
+        raise MessageRejected(400, f"Message is nested more than {MAX_DEPTH} levels deep")
+    kind = type(value)
+    if kind is str:
+        return _is_clean_text(value)
+    if kind is dict:
+        if value and depth + 1 > MAX_DEPTH:
+            raise MessageRejected(400, f"Message is nested more than {MAX_DEPTH} levels deep")
+        for key, item in value.items():
+            if type(key) is str and not _is_clean_text(key):
+                return False
+            if type(item) is str:
+                if not _is_clean_text(item):
+                    return False
+            elif isinstance(item, (dict, list, str)):
+                if not _is_clean(item, depth + 1):
+                    return False
+        return True
+    if kind is list:
+        return all(_is_clean(item, depth + 1) for item in value)
+    if isinstance(value, (str, dict, list)):
+        return False  # a subclass: let clean_json rebuild it as the plain type
+    return True
+
+
 def clean_json(value, depth=0):
-    """Drop what the database cannot store (NUL characters, lone surrogates)."""
+    """Drop what the database cannot store (NUL characters, lone surrogates). A clean
+    value, nearly every message, is returned as it is rather than copied."""
+    if _is_clean(value, depth):
+        return value
+    return _cleaned(value, depth)
+
+
+def _cleaned(value, depth=0):
     if depth > MAX_DEPTH:
         raise MessageRejected(400, f"Message is nested more than {MAX_DEPTH} levels deep")
     if isinstance(value, str):
@@ -94,9 +134,9 @@ def clean_json(value, depth=0):
             value = _SURROGATES.sub("\ufffd", value)
         return value
     if isinstance(value, dict):
-        return {clean_json(k, depth + 1): clean_json(v, depth + 1) for k, v in value.items()}
+        return {_cleaned(k, depth + 1): _cleaned(v, depth + 1) for k, v in value.items()}
     if isinstance(value, list):
-        return [clean_json(v, depth + 1) for v in value]
+        return [_cleaned(v, depth + 1) for v in value]
     return value
 
 
@@ -141,7 +181,7 @@ def parse_timestamp(value) -> dt.datetime:
 
 
 def is_http_url(value: str) -> bool:
-    if len(value) > URL_MAX or any(c.isspace() or ord(c) < 32 for c in value):
+    if len(value) > URL_MAX or _SPACE_OR_CONTROL.search(value):
         return False
     try:
         parts = urlsplit(value)
@@ -181,13 +221,21 @@ def normalize_email(value) -> str:
     if not isinstance(value, str):
         raise MessageRejected(400, "Invalid email address")
     email = value.strip().lower()
+    if not _is_valid_email(email):
+        raise MessageRejected(400, "Invalid email address")
+    return email
+
+
+@functools.lru_cache(maxsize=8192)
+def _is_valid_email(email: str) -> bool:
+    """Cached: a batch or an import names the same contacts again and again."""
+    if len(email) > EMAIL_MAX:
+        return False
     try:
-        if len(email) > EMAIL_MAX:
-            raise ValidationError("too long")
         _validate_email(email)
     except ValidationError:
-        raise MessageRejected(400, "Invalid email address") from None
-    return email
+        return False
+    return True
 
 
 def find_description(raw) -> tuple[str, str]:
