@@ -71,7 +71,7 @@ def count_attempt(request, username: str, now: float | None = None) -> int | Non
             continue
         if _count(key, window, now) > limit:
             window_ends = cache.get(f"{key}:ends") or now + window
-            waits.append(max(1, math.ceil(window_ends - now)))
+            waits.append(min(window, max(1, math.ceil(window_ends - now))))
     return max(waits) if waits else None
 
 

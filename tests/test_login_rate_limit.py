@@ -200,3 +200,32 @@ def test_an_incomplete_form_is_not_counted_as_an_attempt(client, alice_with_pass
     for _ in range(8):
         assert client.post(LOGIN, {"username": "alice", "password": ""}, REMOTE_ADDR="203.0.113.7").status_code == 200
     assert sign_in(client, PASSWORD).status_code == 302
+
+
+@pytest.mark.parametrize("backend", ["locmem", "redis"])
+def test_concurrent_guesses_cannot_slip_past_the_limit(settings, backend):
+    """Attempts are counted before any password is checked: of 30 simultaneous guesses
+    at one account, exactly LOGIN_FAILURE_LIMIT get to try."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from django.core.cache import cache
+    from django.test import RequestFactory
+
+    from natsite.login import count_attempt
+
+    if backend == "redis":
+        if not redis_available():
+            pytest.skip("needs Redis on 127.0.0.1:6379")
+        settings.CACHES = {
+            "default": {"BACKEND": "django.core.cache.backends.redis.RedisCache",
+                        "LOCATION": "redis://127.0.0.1:6379/6"}
+        }
+    cache.clear()
+    requests = [RequestFactory().post(LOGIN, REMOTE_ADDR=f"198.51.100.{n}") for n in range(30)]
+    try:
+        with ThreadPoolExecutor(max_workers=10) as pool:
+            waits = list(pool.map(lambda request: count_attempt(request, "alice"), requests))
+    finally:
+        cache.clear()
+    assert waits.count(None) == 5
+    assert all(1 <= wait <= 900 for wait in waits if wait is not None)
