@@ -1,18 +1,13 @@
 """When the database goes away, the webhook answers 503 with Retry-After (never 500),
 stores nothing half-done, and recovers by itself when the database returns.
 
-PostgreSQL: a real gunicorn reaches the test database through a TCP proxy that the
-test cuts and restores (the shared PostgreSQL server is never stopped). SQLite: a
-real gunicorn over a database file whose write lock another process holds longer than
-the busy timeout.
+A real gunicorn reaches the PostgreSQL test database through a TCP proxy that the test
+cuts, silences and restores (the shared PostgreSQL server is never stopped). SQLite's
+side (a write lock held past the busy timeout) is in tests/test_webhook_unavailable.py.
 """
 
 import collections
 import datetime as dt
-import os
-import sqlite3
-import subprocess
-import sys
 import threading
 import time
 
@@ -23,7 +18,7 @@ from contacts import closeness
 from contacts.models import Contact, Interaction
 from ingest.models import ProcessedMessage
 from tests.segment_messages import identify
-from tests.servers import ROOT, gunicorn, post
+from tests.servers import gunicorn, post
 from tests.tcp_proxy import TcpProxy
 
 GUNICORN_PORT, PROXY_PORT = 8115, 8116
@@ -184,45 +179,3 @@ def test_a_database_that_does_not_answer_gets_503_within_segments_timeout(proxie
     assert Segment(api_key).deliver(message(2, contact=1)).status == 200
     assert ProcessedMessage.objects.count() == 2
     assert sorted(Interaction.objects.values_list("event_count", flat=True)) == [1, 1]
-
-
-def test_a_sqlite_writer_holding_the_lock_past_the_busy_timeout_gets_503_then_the_retry_succeeds(tmp_path):
-    database = tmp_path / "natsite.sqlite3"
-    env = {
-        "DATABASE_URL": f"sqlite:///{database}",
-        "SQLITE_BUSY_TIMEOUT": "1",
-        "INGEST_RETRY_AFTER_SECONDS": "1",
-        "INGEST_RATE_LIMIT": "0",
-        "CACHE_URL": "locmemcache://faults",
-    }
-    manage = [sys.executable, "manage.py"]
-    run_env = {**os.environ, **env}
-    subprocess.run([*manage, "migrate", "--verbosity", "0"], cwd=ROOT, env=run_env, check=True)
-    created = subprocess.run(
-        [*manage, "createworkspace", "Acme"], cwd=ROOT, env=run_env, check=True, capture_output=True, text=True
-    )
-    key = created.stdout.strip().splitlines()[-1]
-
-    with gunicorn(port=GUNICORN_PORT, env=env, workers=WORKERS):
-        assert post(GUNICORN_PORT, key, identify("first@example.com")).status == 200
-
-        blocker = sqlite3.connect(database, isolation_level=None)
-        blocker.execute("BEGIN IMMEDIATE")  # another writer holds the lock, longer than the busy timeout
-        blocked = identify("second@example.com")
-        answers = [post(GUNICORN_PORT, key, blocked), post(GUNICORN_PORT, key, [identify("third@example.com")])]
-        blocker.execute("ROLLBACK")
-
-        for answer in answers:
-            assert_retry_later(answer)
-            assert "locked" not in answer.body.decode()
-        retried = post(GUNICORN_PORT, key, blocked)
-        assert retried.status == 200
-        assert retried.json()["status"] == "created"
-
-    with sqlite3.connect(database) as db:
-        assert db.execute("SELECT email FROM contacts_contact ORDER BY email").fetchall() == [
-            ("first@example.com",),
-            ("second@example.com",),
-        ]
-        assert db.execute("SELECT SUM(event_count) FROM contacts_interaction").fetchone() == (2,)
-    blocker.close()
