@@ -300,16 +300,40 @@ DAY_MESSAGES = [
 ]
 
 
+def deliver(webhook, messages, how):
+    """Post messages one at a time, or all in one batch, or the first alone then the rest."""
+    if how == "one by one":
+        for message in messages:
+            webhook.post(message)
+    elif how == "one batch":
+        webhook.post(messages)
+    else:
+        webhook.post(messages[0])
+        webhook.post({"batch": messages[1:]})
+
+
+DELIVERIES = ["one by one", "one batch", "first then batch"]
+
+
+@pytest.mark.parametrize("how", DELIVERIES)
 @pytest.mark.parametrize("order", list(itertools.permutations(range(len(DAY_MESSAGES)))), ids=str)
-def test_the_earliest_message_defines_the_interaction_whatever_the_arrival_order(webhook, order):
-    for i in order:
-        timestamp, fields = DAY_MESSAGES[i]
-        webhook.post(identify(timestamp=timestamp, **fields))
+def test_the_earliest_message_defines_the_interaction_whatever_the_arrival_order(webhook, order, how):
+    deliver(webhook, [identify(timestamp=DAY_MESSAGES[i][0], **DAY_MESSAGES[i][1]) for i in order], how)
     row = interaction()
     assert row.event_count == 4
     assert row.occurred_at == at("2024-06-01T08:30:00.500000")
     assert row.last_occurred_at == at("2024-06-01T23:59:59.999000")
     assert (row.description, row.url) == ("Signed in", "")
+
+
+@pytest.mark.parametrize("how", DELIVERIES)
+def test_a_batch_with_a_repeated_message_id_counts_it_once(webhook, how):
+    message = identify(timestamp="2024-06-01T09:00:00Z")
+    later = identify(timestamp="2024-06-01T10:00:00Z")
+    deliver(webhook, [message, later, message, dict(message, timestamp="2024-06-01T08:00:00Z")], how)
+    row = interaction()
+    assert row.event_count == 2
+    assert row.occurred_at == at("2024-06-01T09:00:00")
 
 
 def test_messages_with_the_same_timestamp_give_the_same_interaction_in_any_order(webhook):
@@ -385,11 +409,14 @@ TRAIT_MESSAGES = [
 ]
 
 
+@pytest.mark.parametrize("how", DELIVERIES)
 @pytest.mark.parametrize("order", list(itertools.permutations(range(len(TRAIT_MESSAGES)))), ids=str)
-def test_traits_merge_newest_wins_per_key_whatever_the_arrival_order(webhook, order):
-    for i in order:
-        timestamp, traits = TRAIT_MESSAGES[i]
-        webhook.post(identify(timestamp=timestamp, traits={"email": "jane@example.com", **traits}))
+def test_traits_merge_newest_wins_per_key_whatever_the_arrival_order(webhook, order, how):
+    messages = [
+        identify(timestamp=TRAIT_MESSAGES[i][0], traits={"email": "jane@example.com", **TRAIT_MESSAGES[i][1]})
+        for i in order
+    ]
+    deliver(webhook, messages, how)
     contact = Contact.objects.get()
     by_name = {k.lower().replace("_", ""): v for k, v in contact.traits.items()}
     assert by_name == {
