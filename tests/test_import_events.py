@@ -268,3 +268,48 @@ def test_a_json_lines_file_whose_first_line_is_broken_is_read_with_format_lines(
     output = run_import(path, workspace, "--format", "lines")
     assert "line 1: 400 Line is not valid JSON" in output
     assert summary_count(output, "created") == 1
+
+
+def mixed_export(count, seed=5):
+    """Messages as a real source sends them: spellings, replays, Engage, deletes, bad ones."""
+    import random
+
+    rng = random.Random(seed)
+    messages = []
+    for n in range(count):
+        c = rng.randrange(40)
+        ts = f"2024-06-{rng.randint(1, 28):02d}T{rng.randint(0, 23):02d}:{rng.randint(0, 59):02d}:00" + rng.choice(["Z", "+02:00"])
+        kind = rng.random()
+        if kind < 0.05:
+            message = {"type": "track", "event": "Clicked", "timestamp": ts, "userId": f"u{c}"}
+        elif kind < 0.08:
+            message = {"type": "identify", "timestamp": "soon", "traits": {"email": f"p{c}@example.com"}}
+        elif kind < 0.12:
+            message = {"type": "identify", "timestamp": ts, "userId": f"u{c}", "context": {"personas": {"computation_key": "vip"}},
+                       "traits": {"email": f"p{c}@example.com", "vip": rng.random() < 0.5}}
+        elif kind < 0.13:
+            message = {"type": "delete", "userId": f"u{c}", "context": []}
+        else:
+            message = {"type": rng.choice(["identify", "Identify"]), "timestamp": ts, "userId": f"u{c}",
+                       "traits": {rng.choice(["email", "Email"]): f"P{c}@Example.com ",
+                                  rng.choice(["firstName", "first_name"]): rng.choice(["Ann", "Bo"]),
+                                  "plan": rng.choice(["free", "pro"])},
+                       "page": {"url": f"https://example.com/{rng.randrange(5)}"}}
+        if rng.random() < 0.8:
+            message["messageId"] = f"mid-{rng.randrange(count)}"  # some ids come twice
+        messages.append(message)
+    return messages + [dict(rng.choice(messages)) for _ in range(count // 10)]  # exact replays
+
+
+def test_a_mixed_export_imported_twice_equals_the_webhook_fed_in_batches(tmp_path, workspace, other_workspace, webhook, settings):
+    settings.INGEST_RATE_LIMIT = 0
+    messages = mixed_export(400)
+    path = write_lines(tmp_path / "export.jsonl", messages)
+    run_import(path, other_workspace, "--chunk-size", "64")
+    once = snapshot(other_workspace)
+    run_import(path, other_workspace)
+    assert snapshot(other_workspace) == once
+    for start in range(0, len(messages), 100):
+        assert webhook.post(messages[start : start + 100]).status_code == 200
+    assert snapshot(workspace) == once
+    assert len(once[0]) >= 30 and len(once[1]) >= 100
