@@ -103,3 +103,22 @@ def test_traits_sent_at_once_end_with_the_newest_per_key(key):
     ]
     post_all_at_once(key, messages)
     assert Contact.objects.get().traits["step"] == THREADS - 1
+
+
+def test_concurrent_batches_over_the_same_contacts_neither_deadlock_nor_lose_events(key):
+    # Each batch touches the same five contacts in its own order, on days of its own.
+    people = [f"p{i}@example.com" for i in range(5)]
+    batches = []
+    for b in range(10):
+        order = people[b % 5:] + people[: b % 5]
+        if b % 2:
+            order.reverse()
+        batches.append([identify(email, f"2024-05-{1 + b:02d}T{9 + n:02d}:00:00Z") for n, email in enumerate(order)])
+    answers = post_all_at_once(key, batches)
+    assert all(status == 200 for status, _ in answers), answers
+    assert sum(body["accepted"] for _, body in answers) == 50
+    assert Interaction.objects.count() == 50
+    for contact in Contact.objects.all():
+        days = list(contact.interactions.values_list("day", flat=True))
+        assert len(days) == 10
+        assert contact.closeness_log == pytest.approx(closeness.log_for_days(days), abs=1e-9)
