@@ -176,12 +176,13 @@ def test_the_path_with_a_trailing_slash_is_the_same_endpoint_without_redirect(cl
     assert response.json()["status"] == "created"
 
 
+@pytest.mark.parametrize("method", ["GET", "PUT", "PATCH", "DELETE"])
 @pytest.mark.parametrize("with_key", [True, False])
-def test_a_get_is_405_in_json(client, api_key, with_key):
-    response = client.get("/ingest/segment", **(basic(api_key) if with_key else {}))
+def test_a_method_other_than_post_is_405_in_json(client, api_key, with_key, method):
+    response = client.generic(method, "/ingest/segment", **(basic(api_key) if with_key else {}))
     assert response.status_code == 405
     assert response["Content-Type"] == "application/json"
-    assert "GET" in response.json()["message"]
+    assert method in response.json()["message"]
     assert "POST" in response["Allow"]
 
 
