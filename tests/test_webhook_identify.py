@@ -11,6 +11,8 @@ from contacts import closeness
 from contacts.models import Contact, Interaction
 from ingest.models import ProcessedMessage, RejectedMessage
 from ingest.serializers import STANDARD_DESCRIPTION
+from tests.conftest import Webhook
+from tests.factories import ContactFactory, api_key_for
 from tests.segment_messages import identify, without
 
 pytestmark = pytest.mark.django_db
@@ -24,7 +26,8 @@ def _no_rate_limit(settings):
 
 
 def at(text):
-    return dt.datetime.fromisoformat(text).replace(tzinfo=UTC) if "+" not in text else dt.datetime.fromisoformat(text)
+    """A UTC moment written without its zone."""
+    return dt.datetime.fromisoformat(text).replace(tzinfo=UTC)
 
 
 def interaction(email="jane@example.com"):
@@ -360,9 +363,6 @@ def test_a_processed_message_id_changes_nothing(webhook):
 
 
 def test_a_message_id_is_per_workspace(webhook, client, other_workspace):
-    from tests.conftest import Webhook
-    from tests.factories import api_key_for
-
     message = identify()
     webhook.post(message)
     other = Webhook(client, api_key_for(other_workspace)).post(message)
@@ -494,8 +494,6 @@ def test_an_engage_sync_updates_traits_and_leaves_the_timeline_alone(webhook):
 
 
 def test_a_delete_by_user_id_removes_the_contacts_and_their_interactions(webhook, other_workspace):
-    from tests.factories import ContactFactory
-
     webhook.post(identify("jane@example.com", userId="usr_8842"))
     webhook.post(identify("jane.work@example.com", userId="usr_8842"))
     webhook.post(identify("john@example.com", userId="usr_1"))
@@ -574,9 +572,6 @@ def test_the_excerpt_is_truncated(webhook):
 
 
 def test_only_the_last_100_rejections_are_kept_per_workspace(webhook, workspace, client, other_workspace):
-    from tests.conftest import Webhook
-    from tests.factories import api_key_for
-
     Webhook(client, api_key_for(other_workspace)).post(identify(None, messageId="other"))
     webhook.post([identify(None, messageId=f"bad-{i}") for i in range(60)])
     webhook.post([identify(None, messageId=f"worse-{i}") for i in range(60)])
