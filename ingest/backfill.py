@@ -116,7 +116,12 @@ def open_source(path: str, stdin=None) -> Source:
     except (OSError, AttributeError, io.UnsupportedOperation):
         pass
     gzipped = buffered.peek(2)[:2] == GZIP_MAGIC
-    stream = gzip.GzipFile(fileobj=buffered, mode="rb") if gzipped else buffered
+    if gzipped:
+        stream = io.BufferedReader(gzip.GzipFile(fileobj=buffered, mode="rb"), buffer_size=READ_SIZE)
+    else:
+        stream = buffered
+    if stream.peek(len(codecs.BOM_UTF8)).startswith(codecs.BOM_UTF8):  # as some Windows tools save
+        stream.read(len(codecs.BOM_UTF8))
     return Source(stream=stream, counter=counter, total_bytes=total, file=opened)
 
 

@@ -1,6 +1,7 @@
 """import_events: every input form, gzip, stdin, bad lines, re-runs, and the same
 database as the webhook for the same messages."""
 
+import codecs
 import gzip
 import io
 import json
@@ -91,6 +92,14 @@ def test_it_imports_a_single_pretty_printed_message(workspace):
 def test_it_reads_gzip_by_its_first_bytes_whatever_the_file_is_called(tmp_path, workspace):
     path = tmp_path / "export.json"  # no .gz: the magic bytes tell
     path.write_bytes(gzip.compress("\n".join(json.dumps(m) for m in MESSAGES).encode()))
+    output = run_import(path, workspace)
+    assert summary_count(output, "created") == 2
+    assert summary_count(output, "rejected") == 0
+
+
+def test_a_byte_order_mark_at_the_start_is_skipped(tmp_path, workspace):
+    path = tmp_path / "export.json"
+    path.write_bytes(codecs.BOM_UTF8 + json.dumps(MESSAGES).encode())
     output = run_import(path, workspace)
     assert summary_count(output, "created") == 2
     assert summary_count(output, "rejected") == 0

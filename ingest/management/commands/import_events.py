@@ -131,7 +131,8 @@ class Tally:
     def summary(self, file, workspace, elapsed):
         total = self.total
         rate = f", {total / elapsed:,.0f} messages/s" if elapsed > 0 and total else ""
-        lines = [f"Imported {file} into workspace {workspace.slug}: {total:,} messages in {elapsed:.1f} s{rate}."]
+        messages = "message" if total == 1 else "messages"
+        lines = [f"Imported {file} into workspace {workspace.slug}: {total:,} {messages} in {elapsed:.1f} s{rate}."]
         for status in STATUSES:
             line = f"  {status:<15}{self.statuses[status]:>12,}"
             if status == "rejected" and self.codes:
