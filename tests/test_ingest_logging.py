@@ -79,6 +79,7 @@ def test_a_crash_logs_and_mails_no_key(settings, api_key, monkeypatch, logs):
 
 def test_gunicorns_access_log_leaves_out_the_basic_auth_user_name_which_is_the_key(tmp_path):
     """gunicorn's default access log prints the Basic user name; gunicorn.conf.py's does not."""
+    import os
     import socket
     import subprocess
     import sys
@@ -86,12 +87,18 @@ def test_gunicorns_access_log_leaves_out_the_basic_auth_user_name_which_is_the_k
     import urllib.request
     from pathlib import Path
 
-    from tests.gunicorn_server import manage, server_env
-
     root = Path(__file__).resolve().parent.parent
-    env = server_env(f"sqlite:///{tmp_path / 'db.sqlite3'}", SESSION_COOKIE_SECURE="0", CSRF_COOKIE_SECURE="0")
-    manage(env, "migrate", "--noinput", "-v", "0")
-    raw_key = manage(env, "createworkspace", "Logs", "--slug", "logs").strip().splitlines()[-1]
+    env = {key: value for key, value in os.environ.items() if key != "DJANGO_SETTINGS_MODULE"}
+    env.update(DATABASE_URL=f"sqlite:///{tmp_path / 'db.sqlite3'}", DEBUG="0", LOG_LEVEL="WARNING")
+
+    def manage(*args):
+        done = subprocess.run([sys.executable, "manage.py", *args], cwd=root, env=env, capture_output=True,
+                              text=True, timeout=120)
+        assert done.returncode == 0, done.stderr
+        return done.stdout
+
+    manage("migrate", "--noinput", "-v", "0")
+    raw_key = manage("createworkspace", "Logs", "--slug", "logs").strip().splitlines()[-1]
     access_log = tmp_path / "access.log"
     port = 8118
     server = subprocess.Popen(
