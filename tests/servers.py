@@ -43,6 +43,16 @@ def gunicorn(*, port: int, env: dict, workers: int = 2):
         os.killpg(server.pid, signal.SIGTERM)
         server.wait(timeout=30)
         log.close()
+        # Workers may outlive their master for a moment, still holding the listening
+        # socket: a next server on this port would be mistaken for this dying one.
+        deadline = time.time() + 30
+        while time.time() < deadline and _listening(port):
+            time.sleep(0.1)
+
+
+def _listening(port: int) -> bool:
+    with socket.socket() as probe:
+        return probe.connect_ex(("127.0.0.1", port)) == 0
 
 
 class Answer:
