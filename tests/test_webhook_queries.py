@@ -17,10 +17,11 @@ pytestmark = pytest.mark.django_db
 #   1 mark the key as used (at most once a minute; counted here since it is a fresh key)
 #   1 claim the messageId (INSERT ... ON CONFLICT DO NOTHING)
 #   1 upsert and lock the contact
-#   2 merge into the day's interaction, or create it (an UPDATE that finds none, then INSERT)
+#   2 merge into the day's interaction or create it (one upsert; at most an UPDATE then an INSERT)
 #   1 write the contact's traits, first seen, last day and closeness_log
 #   2 SAVEPOINT / RELEASE around the message (BEGIN / COMMIT in production)
-# = 9; nothing depends on how many contacts or interactions the workspace has.
+# = 9 at most (8 with the interaction upsert); nothing depends on how many contacts or
+# interactions the workspace has.
 MAX_QUERIES = 9
 
 
