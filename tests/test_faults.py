@@ -8,6 +8,7 @@ side (a write lock held past the busy timeout) is in tests/test_webhook_unavaila
 
 import collections
 import datetime as dt
+import http.client
 import threading
 import time
 
@@ -30,6 +31,15 @@ def assert_retry_later(answer):
     assert int(answer.headers["retry-after"]) >= 1
     assert answer.headers["content-type"] == "application/json"
     assert answer.json()["message"]
+
+
+def health():
+    conn = http.client.HTTPConnection("127.0.0.1", GUNICORN_PORT, timeout=30)
+    try:
+        conn.request("GET", "/healthz")
+        return conn.getresponse().status
+    finally:
+        conn.close()
 
 
 class Segment:
@@ -105,6 +115,7 @@ def test_a_database_outage_answers_503_stores_nothing_half_done_and_recovers_wit
     answer = post(GUNICORN_PORT, api_key, refused)
     assert_retry_later(answer)
     assert_retry_later(post(GUNICORN_PORT, api_key, message(200, contact=1)))
+    assert health() == 503  # a load balancer sees the outage too
     assert not ProcessedMessage.objects.filter(message_id__in=[m["messageId"] for m in refused]).exists()
     proxy.restore()
 
@@ -140,6 +151,7 @@ def test_a_database_outage_answers_503_stores_nothing_half_done_and_recovers_wit
         if answer.status == 503:
             assert_retry_later(answer)
     assert server.poll() is None, "the server was never restarted"
+    assert health() == 200
     assert proxy.connections > connections_before, "workers opened fresh connections after the outage"
 
     # What is stored is exactly what was sent, each message counted once.
