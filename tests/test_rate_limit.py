@@ -2,7 +2,6 @@
 with Retry-After; shared by every gunicorn worker when CACHE_URL points at Redis; and a
 cache outage never costs a message."""
 
-import base64
 import threading
 import time
 
