@@ -169,10 +169,10 @@ def mutated_samples(draw):
     return message
 
 
-def shaped(draw_shape, message):
-    if draw_shape == "array":
+def shaped(shape, message):
+    if shape == "array":
         return [message]
-    if draw_shape == "batch":
+    if shape == "batch":
         return {"batch": [message]}
     return message
 
