@@ -10,6 +10,7 @@ successful sign-in clears the user name's count but not the IP's failures, so th
 one account an attacker holds cannot wipe the count of their guesses at others."""
 
 import hashlib
+import logging
 import math
 import time
 from functools import wraps
@@ -21,6 +22,8 @@ from django.contrib.auth.forms import AuthenticationForm
 from django.core.cache import cache
 
 CACHE_PREFIX = "login-failures"
+
+logger = logging.getLogger(__name__)
 
 
 def client_ip(request) -> str:
@@ -66,12 +69,18 @@ def count_attempt(request, username: str, now: float | None = None) -> int | Non
     now = time.time() if now is None else now
     window = settings.LOGIN_FAILURE_WINDOW_SECONDS
     waits = []
-    for key, limit in _counters(request, username):
-        if limit <= 0:
-            continue
-        if _count(key, window, now) > limit:
-            window_ends = cache.get(f"{key}:ends") or now + window
-            waits.append(min(window, max(1, math.ceil(window_ends - now))))
+    try:
+        for key, limit in _counters(request, username):
+            if limit <= 0:
+                continue
+            if _count(key, window, now) > limit:
+                window_ends = cache.get(f"{key}:ends") or now + window
+                waits.append(min(window, max(1, math.ceil(window_ends - now))))
+    except Exception as error:  # noqa: BLE001 - any cache failure
+        # Nobody could sign in while the cache is down if this failed closed; the slow
+        # password hash still bounds guessing meanwhile.
+        logger.warning("login: rate limit not applied, the cache is unavailable: %s", error)
+        return None
     return max(waits) if waits else None
 
 
@@ -79,11 +88,13 @@ def attempt_succeeded(request, username: str) -> None:
     """A right password: the user name's count starts again, and the attempt is taken
     back from the IP's count (only failures should use up an address's budget)."""
     user_key, ip_key = (key for key, _limit in _counters(request, username))
-    cache.delete_many([user_key, f"{user_key}:ends"])
     try:
+        cache.delete_many([user_key, f"{user_key}:ends"])
         cache.decr(ip_key)
     except ValueError:  # the IP's window closed meanwhile
         pass
+    except Exception as error:  # noqa: BLE001 - any cache failure: the sign-in stands
+        logger.warning("login: could not clear the failed attempts, the cache is unavailable: %s", error)
 
 
 class RateLimitedLoginMixin:

@@ -229,3 +229,18 @@ def test_concurrent_guesses_cannot_slip_past_the_limit(settings, backend):
         cache.clear()
     assert waits.count(None) == 5
     assert all(1 <= wait <= 900 for wait in waits if wait is not None)
+
+
+@pytest.mark.django_db
+def test_with_the_cache_down_sign_in_still_works_and_the_lapse_is_logged(client, alice_with_password, caplog):
+    from django.test import override_settings
+
+    unreachable = {
+        "default": {"BACKEND": "django.core.cache.backends.redis.RedisCache", "LOCATION": "redis://127.0.0.1:1/0"}
+    }
+    with override_settings(CACHES=unreachable):  # restored before the suite clears the cache
+        assert sign_in(client, "wrong guess").status_code == 200
+        response = sign_in(client, PASSWORD)
+    assert response.status_code == 302
+    assert signed_in(client)
+    assert "rate limit not applied, the cache is unavailable" in caplog.text
