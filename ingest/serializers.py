@@ -61,6 +61,7 @@ class SegmentMessage:
     is_engage: bool = False
 
 
+@functools.lru_cache(maxsize=4096)  # the same few field names, message after message
 def fold(key) -> str:
     """The form in which two field names are the same field: firstName == first_name."""
     return str(key).lower().replace("_", "").replace("-", "").replace(" ", "")

@@ -147,11 +147,32 @@ def _rows(columns: dict[str, str], rows: list[tuple]) -> tuple[str, list]:
 
 
 def _adapt_time(value):
+    """A datetime as the database driver takes it. SQLite keeps naive UTC text: done here
+    directly, as Django's adapter would, since a chunk adapts thousands of them."""
+    if value is not None and connection.vendor == "sqlite" and connection.timezone_name == "UTC":
+        return str(value.astimezone(dt.timezone.utc).replace(tzinfo=None))
     return connection.ops.adapt_datetimefield_value(value)
 
 
-def _day_of(value) -> dt.date:
-    return value if isinstance(value, dt.date) else dt.date.fromisoformat(value)
+def _time_of(value) -> dt.datetime | None:
+    """A datetime as read back with a raw cursor (SQLite's is naive, in UTC)."""
+    if value is None:
+        return None
+    if not isinstance(value, dt.datetime):
+        value = dt.datetime.fromisoformat(value)
+    if value.tzinfo is not None:
+        return value
+    if connection.timezone_name == "UTC":
+        return value.replace(tzinfo=dt.timezone.utc)
+    return timezone.make_aware(value, connection.timezone)
+
+
+def _day_of(value) -> dt.date | None:
+    return value if value is None or isinstance(value, dt.date) else dt.date.fromisoformat(value)
+
+
+def _json_of(value) -> dict:
+    return json.loads(value) if isinstance(value, (str, bytes)) else value
 
 
 def _claim_message_ids(workspace: Workspace, message_ids) -> set[str]:
@@ -172,7 +193,23 @@ def _claim_message_ids(workspace: Workspace, message_ids) -> set[str]:
         return {row[0] for row in cursor.fetchall()}
 
 
-def _lock_contacts(workspace: Workspace, first_seen: dict[str, dt.datetime]) -> dict[str, Contact]:
+@dataclass(slots=True)
+class _LockedContact:
+    """A contact row as locked for a chunk: what the chunk reads and writes back."""
+
+    pk: int
+    email: str
+    name: str
+    user_id: str
+    traits: dict
+    trait_times: dict
+    first_seen_at: dt.datetime | None
+    last_interaction_day: dt.date | None
+    closeness_log: float | None
+    last_interaction_log_strength: float | None
+
+
+def _lock_contacts(workspace: Workspace, first_seen: dict[str, dt.datetime]) -> dict[str, _LockedContact]:
     """Create the contacts that are new and lock every row for the rest of the
     transaction, in one statement; sorted by email, so concurrent batches lock in one order."""
     created_at = _adapt_time(timezone.now())
@@ -184,9 +221,19 @@ def _lock_contacts(workspace: Workspace, first_seen: dict[str, dt.datetime]) -> 
         f"INSERT INTO {_table(Contact)} "
         "(workspace_id, email, name, user_id, traits, trait_times, first_seen_at, created_at) "
         f"SELECT %s, email, '', '', '{{}}', '{{}}', first_seen_at, %s FROM {source} WHERE true "
-        "ON CONFLICT (workspace_id, email) DO UPDATE SET email = excluded.email RETURNING *"
+        "ON CONFLICT (workspace_id, email) DO UPDATE SET email = excluded.email RETURNING id, email, name, user_id, "
+        "traits, trait_times, first_seen_at, last_interaction_day, closeness_log, last_interaction_log_strength"
     )
-    return {contact.email: contact for contact in Contact.objects.raw(sql, [workspace.pk, created_at, *params])}
+    with connection.cursor() as cursor:
+        cursor.execute(sql, [workspace.pk, created_at, *params])
+        rows = cursor.fetchall()
+    return {
+        email: _LockedContact(
+            pk, email, name, user_id, _json_of(traits), _json_of(trait_times), _time_of(first_seen_at),
+            _day_of(last_day), log, strength,
+        )
+        for pk, email, name, user_id, traits, trait_times, first_seen_at, last_day, log, strength in rows
+    }
 
 
 @dataclass
@@ -255,7 +302,7 @@ def _merge_interactions(workspace: Workspace, days: dict[tuple[int, dt.date], _D
     return created
 
 
-def _write_contacts(contacts: list[Contact]) -> None:
+def _write_contacts(contacts: list[_LockedContact]) -> None:
     """Write the contacts' merged state in one UPDATE ... FROM."""
     if not contacts:
         return
@@ -286,7 +333,7 @@ def _write_contacts(contacts: list[Contact]) -> None:
         )
 
 
-def _apply_identity(contact: Contact, message: SegmentMessage) -> bool:
+def _apply_identity(contact: _LockedContact, message: SegmentMessage) -> bool:
     """Merge one identify's userId, traits and first-seen time into the contact, in
     memory; returns whether the contact changed."""
     moment = message.timestamp
