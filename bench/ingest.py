@@ -425,7 +425,7 @@ def main():
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--database-url", default=os.environ.get("BENCH_DATABASE_URL", DEFAULT_DB))
     parser.add_argument("--port", type=int, default=int(os.environ.get("BENCH_PORT", 8109)))
-    parser.add_argument("--workers", type=int, default=3, help="gunicorn worker processes")
+    parser.add_argument("--workers", type=int, default=2, help="gunicorn worker processes (one per core)")
     parser.add_argument("--threads", type=int, default=4, help="threads per gunicorn worker")
     parser.add_argument("--seconds", type=float, default=8, help="length of each load phase")
     parser.add_argument("--concurrency", default="1,4,8,16", help="single-message client counts")
@@ -466,7 +466,7 @@ def main():
                 rows.append(closed_loop(args.port, auth, messages, size=1, concurrency=concurrency, seconds=args.seconds))
                 print_table(rows[-1:])
         if "batch" not in skip:
-            for size, concurrency in ((100, 2), (1000, 2)):
+            for size, concurrency in ((100, 4), (1000, 4)):
                 rows.append(closed_loop(args.port, auth, messages, size=size, concurrency=concurrency, seconds=args.seconds))
                 print_table(rows[-1:])
         if "open" not in skip:
