@@ -121,10 +121,12 @@ class Contact(models.Model):
         constraints = [models.UniqueConstraint(fields=["workspace", "email"], name="unique_contact_email")]
         indexes = [
             # DESC NULLS LAST, the order of the contact list (contacts with no interaction
-            # last): the first page is read off the index; level ranges use it too.
-            LatestFirstIndex(column="closeness_log", name="contact_closeness_desc_idx"),
-            LatestFirstIndex(column="last_interaction_day", name="contact_last_day_desc_idx"),
+            # last), ties newest contact first: a page is read off the index; level
+            # ranges and the dashboard's counts use it too.
+            LatestFirstIndex(column="closeness_log", tie_break="id", name="contact_closeness_desc_idx"),
+            LatestFirstIndex(column="last_interaction_day", tie_break="id", name="contact_last_day_desc_idx"),
         ]
+        # The search's trigram indexes (PostgreSQL only) live in migration 0003.
 
     def __str__(self):
         return self.name or self.email

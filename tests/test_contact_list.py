@@ -6,8 +6,11 @@ import datetime as dt
 import io
 
 import pytest
+from django.db import connection
+from django.test.utils import CaptureQueriesContext
 
 from contacts import closeness
+from contacts.models import Contact
 from contacts.views import CONTACTS_PER_PAGE
 from tests.factories import ContactFactory, contact_with_days, many_contacts
 
@@ -75,6 +78,36 @@ def test_it_searches_by_email_or_name_ignoring_case(client, alice, cast):
     assert emails(client.get("/contacts/?q=colin c")) == ["colin@cold.test"]
     assert emails(client.get("/contacts/?q=nobody")) == []
     assert b"No contact matches" in client.get("/contacts/?q=nobody").content
+
+
+@pytest.mark.postgres
+def test_its_search_is_answered_from_the_trigram_indexes(client, alice, workspace, cast):
+    """The very query the page sends for ?q= uses the pg_trgm indexes of migration
+    contacts/0003 once the workspace is large enough for an index to pay."""
+    table = Contact._meta.db_table
+    with connection.cursor() as cursor:
+        cursor.execute(
+            f"""INSERT INTO {table} (workspace_id, email, name, user_id, traits, trait_times, created_at)
+            SELECT %s, 'filler' || i || '@example.test', 'Filler ' || i, '', '{{}}', '{{}}', now()
+            FROM generate_series(1, 20000) AS i""",
+            [workspace.pk],
+        )
+        # What autovacuum does after a load: GIN's pending entries merged, statistics taken.
+        for index in ("contact_email_trgm_idx", "contact_name_trgm_idx"):
+            cursor.execute("SELECT gin_clean_pending_list(%s::regclass)", [index])
+        cursor.execute(f"ANALYZE {table}")
+    client.force_login(alice)
+    with CaptureQueriesContext(connection) as captured:
+        assert emails(client.get("/contacts/?q=WARM.test")) == ["wanda@warm.test"]
+    search = [q["sql"] for q in captured.captured_queries if "LIKE" in q["sql"] and "ORDER BY" in q["sql"]]
+    assert len(search) == 1
+
+    with connection.cursor() as cursor:
+        cursor.execute("EXPLAIN " + search[0])
+        plan = "\n".join(row[0] for row in cursor.fetchall())
+
+    assert "Seq Scan" not in plan
+    assert "contact_email_trgm_idx" in plan and "contact_name_trgm_idx" in plan
 
 
 @pytest.mark.parametrize("level", ["close", "warm", "cold", "none"])

@@ -168,7 +168,7 @@ def test_it_runs_a_bounded_number_of_queries(client, alice, workspace, today, co
     assert Interaction.objects.filter(workspace=workspace).count() >= contacts
     client.force_login(alice)
 
-    with django_assert_max_num_queries(9):
+    with django_assert_max_num_queries(8):
         response = client.get("/")
 
     assert response.status_code == 200
