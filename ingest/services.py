@@ -18,6 +18,7 @@ chunk and runs alone, between the messages around it.
 """
 
 import datetime as dt
+import functools
 import json
 import logging
 import random
@@ -67,6 +68,7 @@ class Result:
         return out
 
 
+@functools.lru_cache(maxsize=4096)  # asked twice per message (userId, then traits)
 def timestamp_key(moment: dt.datetime) -> str:
     """A UTC timestamp as a string that sorts like the moment it names."""
     return moment.astimezone(dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
@@ -130,14 +132,18 @@ def _description_collation() -> str:
 
 def _rows(columns: dict[str, str], rows: list[tuple]) -> tuple[str, list]:
     """(FROM item `v` holding `rows` under these column names, its parameters).
-    On PostgreSQL the rows travel as one JSON parameter: a statement with thousands of
-    placeholders costs the driver more to parse than the database to run. `columns`
-    maps each name to its PostgreSQL type."""
+    On PostgreSQL the rows travel as one JSON parameter, an array of arrays: a statement
+    with thousands of placeholders costs the driver more to parse than the database to
+    run, and keys repeated in every row cost more to encode. `columns` maps each name
+    to its PostgreSQL type."""
     names = list(columns)
     if connection.vendor == "postgresql":
-        spec = ", ".join(f"{name} {kind}" for name, kind in columns.items())
-        document = json.dumps([dict(zip(names, row)) for row in rows], default=str)
-        return f"jsonb_to_recordset(%s::jsonb) AS v({spec})", [document]
+        select = ", ".join(
+            f"(e->{position})::jsonb AS {name}" if kind == "jsonb" else f"(e->>{position})::{kind} AS {name}"
+            for position, (name, kind) in enumerate(columns.items())
+        )
+        document = json.dumps(rows, default=str)  # datetimes and dates as ISO text
+        return f"(SELECT {select} FROM json_array_elements(%s::json) AS e) AS v", [document]
     row = "(" + ", ".join(["%s"] * len(names)) + ")"
     select = ", ".join(f"column{position} AS {name}" for position, name in enumerate(names, start=1))
     return (
@@ -146,25 +152,30 @@ def _rows(columns: dict[str, str], rows: list[tuple]) -> tuple[str, list]:
     )
 
 
-def _adapt_time(value):
-    """A datetime as the database driver takes it. SQLite keeps naive UTC text: done here
-    directly, as Django's adapter would, since a chunk adapts thousands of them."""
-    if value is not None and connection.vendor == "sqlite" and connection.timezone_name == "UTC":
-        return str(value.astimezone(dt.timezone.utc).replace(tzinfo=None))
-    return connection.ops.adapt_datetimefield_value(value)
+def _naive_utc_text(value):
+    return None if value is None else str(value.astimezone(dt.timezone.utc).replace(tzinfo=None))
 
 
-def _time_of(value) -> dt.datetime | None:
-    """A datetime as read back with a raw cursor (SQLite's is naive, in UTC)."""
+def _time_adapter():
+    """The function that turns a datetime into what the database driver takes. SQLite
+    keeps naive UTC text: done directly, as Django's adapter would, since a chunk adapts
+    thousands of them (and every look-up through `connection` has a cost)."""
+    if connection.vendor == "sqlite" and connection.timezone_name == "UTC":
+        return _naive_utc_text
+    return connection.ops.adapt_datetimefield_value
+
+
+def _time_of(value, zone) -> dt.datetime | None:
+    """A datetime as read back with a raw cursor (SQLite's is naive, in the database's zone)."""
     if value is None:
         return None
     if not isinstance(value, dt.datetime):
         value = dt.datetime.fromisoformat(value)
     if value.tzinfo is not None:
         return value
-    if connection.timezone_name == "UTC":
-        return value.replace(tzinfo=dt.timezone.utc)
-    return timezone.make_aware(value, connection.timezone)
+    if zone is dt.timezone.utc:
+        return value.replace(tzinfo=zone)
+    return timezone.make_aware(value, zone)
 
 
 def _day_of(value) -> dt.date | None:
@@ -178,7 +189,7 @@ def _json_of(value) -> dict:
 def _claim_message_ids(workspace: Workspace, message_ids) -> set[str]:
     """Record the messageIds new to the workspace, in one statement; returns them.
     Sorted, so two batches carrying the same ids wait for each other instead of deadlocking."""
-    received_at = _adapt_time(timezone.now())
+    received_at = _time_adapter()(timezone.now())
     source, params = _rows(
         {"workspace_id": "bigint", "message_id": "text", "received_at": "timestamptz"},
         [(workspace.pk, message_id, received_at) for message_id in sorted(set(message_ids))],
@@ -212,10 +223,11 @@ class _LockedContact:
 def _lock_contacts(workspace: Workspace, first_seen: dict[str, dt.datetime]) -> dict[str, _LockedContact]:
     """Create the contacts that are new and lock every row for the rest of the
     transaction, in one statement; sorted by email, so concurrent batches lock in one order."""
-    created_at = _adapt_time(timezone.now())
+    adapt_time = _time_adapter()
+    created_at = adapt_time(timezone.now())
     source, params = _rows(
         {"email": "text", "first_seen_at": "timestamptz"},
-        [(email, _adapt_time(first_seen[email])) for email in sorted(first_seen)],
+        [(email, adapt_time(first_seen[email])) for email in sorted(first_seen)],
     )
     sql = (
         f"INSERT INTO {_table(Contact)} "
@@ -227,9 +239,10 @@ def _lock_contacts(workspace: Workspace, first_seen: dict[str, dt.datetime]) -> 
     with connection.cursor() as cursor:
         cursor.execute(sql, [workspace.pk, created_at, *params])
         rows = cursor.fetchall()
+    zone = dt.timezone.utc if connection.timezone_name == "UTC" else connection.timezone
     return {
         email: _LockedContact(
-            pk, email, name, user_id, _json_of(traits), _json_of(trait_times), _time_of(first_seen_at),
+            pk, email, name, user_id, _json_of(traits), _json_of(trait_times), _time_of(first_seen_at, zone),
             _day_of(last_day), log, strength,
         )
         for pk, email, name, user_id, traits, trait_times, first_seen_at, last_day, log, strength in rows
@@ -259,14 +272,15 @@ class _DayMerge:
 def _merge_interactions(workspace: Workspace, days: dict[tuple[int, dt.date], _DayMerge]) -> set[tuple[int, dt.date]]:
     """Add each day's messages to its interaction (creating it when new), in one
     statement; returns the (contact id, day) pairs whose interaction it created."""
-    collate, adapt_day = _description_collation(), connection.ops.adapt_datefield_value
+    collate, adapt_time = _description_collation(), _time_adapter()
+    adapt_day = connection.ops.adapt_datefield_value
     source, params = _rows(
         {
             "contact_id": "bigint", "day": "date", "occurred_at": "timestamptz", "last_occurred_at": "timestamptz",
             "description": "text", "url": "text", "event_count": "integer",
         },
         [
-            (contact_id, adapt_day(day), _adapt_time(merge.occurred_at), _adapt_time(merge.last_occurred_at),
+            (contact_id, adapt_day(day), adapt_time(merge.occurred_at), adapt_time(merge.last_occurred_at),
              merge.description, merge.url, merge.event_count)
             for (contact_id, day), merge in sorted(days.items())
         ],
@@ -308,7 +322,7 @@ def _write_contacts(contacts: list[_LockedContact]) -> None:
         return
     postgres = connection.vendor == "postgresql"
     encode = (lambda value: value) if postgres else json.dumps  # jsonb columns take the JSON as it is
-    adapt_day = connection.ops.adapt_datefield_value
+    adapt_day, adapt_time = connection.ops.adapt_datefield_value, _time_adapter()
     source, params = _rows(
         {
             "id": "bigint", "name": "text", "user_id": "text", "traits": "jsonb", "trait_times": "jsonb",
@@ -317,7 +331,7 @@ def _write_contacts(contacts: list[_LockedContact]) -> None:
         },
         [
             (contact.pk, contact.name, contact.user_id, encode(contact.traits), encode(contact.trait_times),
-             _adapt_time(contact.first_seen_at), adapt_day(contact.last_interaction_day), contact.closeness_log,
+             adapt_time(contact.first_seen_at), adapt_day(contact.last_interaction_day), contact.closeness_log,
              contact.last_interaction_log_strength)
             for contact in sorted(contacts, key=lambda contact: contact.pk)
         ],
