@@ -6,33 +6,18 @@ Screenshots are saved under screenshots/ (git-ignored) for a human to look at.""
 
 import base64
 import json
-import os
 import urllib.error
 import urllib.request
-from pathlib import Path
 
 import pytest
 from django.utils import timezone
 
 from ingest.models import ApiKey
+from tests.browser import BROWSER_MARKS, SCREENSHOTS, launch
 
-CHROMIUM = "/usr/bin/chromium"
-CHROMIUM_ARGS = [
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-    "--no-first-run",
-]
 PASSWORD = "a founder's long passphrase"
-SCREENSHOTS = Path(__file__).resolve().parent.parent / "screenshots"
 
-pytestmark = [
-    pytest.mark.browser,
-    pytest.mark.django_db(transaction=True),
-    pytest.mark.skipif(not os.path.exists(CHROMIUM), reason=f"needs Debian's chromium at {CHROMIUM}"),
-]
+pytestmark = BROWSER_MARKS
 
 
 @pytest.fixture
@@ -54,7 +39,7 @@ def browser(monkeypatch):
     monkeypatch.setenv("DJANGO_ALLOW_ASYNC_UNSAFE", "true")
 
     with sync_playwright() as playwright:
-        browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        browser = launch(playwright)
         try:
             yield browser
         finally:

@@ -3,29 +3,16 @@ opens every kind of page (the app's and the admin's) and no policy violation is
 reported, while the page's own scripts and styles still run."""
 
 import datetime as dt
-import os
 
 import pytest
 
 from contacts.models import Contact
+from tests.browser import BROWSER_MARKS, launch
 from tests.factories import ContactFactory, InteractionFactory, api_key_for
 
-CHROMIUM = "/usr/bin/chromium"
 PASSWORD = "correct horse battery staple"
-CHROMIUM_ARGS = [
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-    "--no-first-run",
-]
 
-pytestmark = [
-    pytest.mark.browser,
-    pytest.mark.django_db(transaction=True),
-    pytest.mark.skipif(not os.path.exists(CHROMIUM), reason=f"needs Debian's chromium at {CHROMIUM}"),
-]
+pytestmark = BROWSER_MARKS
 
 # Reported by the page itself, so a violation is seen even when Chromium's console wording changes.
 RECORD_VIOLATIONS = """
@@ -62,7 +49,7 @@ def browser_page():
     from playwright.sync_api import sync_playwright
 
     with sync_playwright() as playwright:
-        browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        browser = launch(playwright)
         context = browser.new_context()
         context.add_init_script(RECORD_VIOLATIONS)
         page = context.new_page()

@@ -5,32 +5,17 @@ Screenshots of every page are saved under screenshots/ (git-ignored) for a human
 look at."""
 
 import datetime as dt
-import os
-from pathlib import Path
 
 import pytest
 
+from tests.browser import BROWSER_MARKS, SCREENSHOTS, launch
 from tests.factories import ContactFactory, contact_with_days
 
-CHROMIUM = "/usr/bin/chromium"
-CHROMIUM_ARGS = [
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-    "--no-first-run",
-]
 PASSWORD = "a founder's long passphrase"
-SCREENSHOTS = Path(__file__).resolve().parent.parent / "screenshots"
 VIEWPORTS = {"phone": {"width": 375, "height": 812}, "desktop": {"width": 1280, "height": 900}}
 DAY = dt.timedelta(days=1)
 
-pytestmark = [
-    pytest.mark.browser,
-    pytest.mark.django_db(transaction=True),
-    pytest.mark.skipif(not os.path.exists(CHROMIUM), reason=f"needs Debian's chromium at {CHROMIUM}"),
-]
+pytestmark = BROWSER_MARKS
 
 
 @pytest.fixture
@@ -62,7 +47,7 @@ def browser():
     from playwright.sync_api import sync_playwright
 
     with sync_playwright() as playwright:
-        browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        browser = launch(playwright)
         try:
             yield browser
         finally:
