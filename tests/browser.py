@@ -27,3 +27,11 @@ BROWSER_MARKS = [
 
 def launch(playwright):
     return playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+
+
+def open_page(page, url):
+    """Go to url, wait for the page to load, and insist on a 200."""
+    response = page.goto(url)
+    page.wait_for_load_state("load")
+    assert response.status == 200, f"{url}: {response.status}"
+    return response

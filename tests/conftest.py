@@ -47,6 +47,24 @@ def _postgres_only(request):
             pytest.skip("needs PostgreSQL: run with DATABASE_URL=postgres://...")
 
 
+@pytest.fixture
+def browser(monkeypatch):
+    """Debian's Chromium through Playwright, for the tests marked browser."""
+    from playwright.sync_api import sync_playwright
+
+    from tests.browser import launch
+
+    # Playwright's sync API keeps an event loop on this thread; the tests' own ORM
+    # reads are plain synchronous calls that never run inside that loop.
+    monkeypatch.setenv("DJANGO_ALLOW_ASYNC_UNSAFE", "true")
+    with sync_playwright() as playwright:
+        browser = launch(playwright)
+        try:
+            yield browser
+        finally:
+            browser.close()
+
+
 def load_fixture(name):
     return json.loads((FIXTURES / "segment" / f"{name}.json").read_text())
 

@@ -13,7 +13,7 @@ import pytest
 from django.utils import timezone
 
 from ingest.models import ApiKey
-from tests.browser import BROWSER_MARKS, SCREENSHOTS, launch
+from tests.browser import BROWSER_MARKS, SCREENSHOTS
 
 PASSWORD = "a founder's long passphrase"
 
@@ -28,22 +28,6 @@ def staff_member(settings, alice):
     alice.set_password(PASSWORD)
     alice.save()
     return alice
-
-
-@pytest.fixture
-def browser(monkeypatch):
-    from playwright.sync_api import sync_playwright
-
-    # Playwright's sync API keeps an event loop on this thread; the test's own ORM
-    # reads are plain synchronous calls that never run inside that loop.
-    monkeypatch.setenv("DJANGO_ALLOW_ASYNC_UNSAFE", "true")
-
-    with sync_playwright() as playwright:
-        browser = launch(playwright)
-        try:
-            yield browser
-        finally:
-            browser.close()
 
 
 def post_identify(base_url, key, email):

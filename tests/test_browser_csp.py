@@ -7,7 +7,7 @@ import datetime as dt
 import pytest
 
 from contacts.models import Contact
-from tests.browser import BROWSER_MARKS, launch
+from tests.browser import BROWSER_MARKS, open_page
 from tests.factories import ContactFactory, InteractionFactory, api_key_for
 
 PASSWORD = "correct horse battery staple"
@@ -45,31 +45,22 @@ def founder(settings, alice, workspace):
 
 
 @pytest.fixture
-def browser_page():
-    from playwright.sync_api import sync_playwright
-
-    with sync_playwright() as playwright:
-        browser = launch(playwright)
-        context = browser.new_context()
-        context.add_init_script(RECORD_VIOLATIONS)
-        page = context.new_page()
-        page.console_messages_seen = []
-        page.on(
-            "console",
-            lambda message: page.console_messages_seen.append(
-                (message.type, message.text, (message.location or {}).get("url", ""))
-            ),
-        )
-        try:
-            yield page
-        finally:
-            browser.close()
+def browser_page(browser):
+    context = browser.new_context()
+    context.add_init_script(RECORD_VIOLATIONS)
+    page = context.new_page()
+    page.console_messages_seen = []
+    page.on(
+        "console",
+        lambda message: page.console_messages_seen.append(
+            (message.type, message.text, (message.location or {}).get("url", ""))
+        ),
+    )
+    return page
 
 
 def visit(page, url):
-    response = page.goto(url)
-    page.wait_for_load_state("load")
-    assert response.status == 200, f"{url}: {response.status}"
+    response = open_page(page, url)
     assert "default-src 'self'" in response.headers["content-security-policy"]
     return page
 

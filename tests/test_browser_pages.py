@@ -8,7 +8,7 @@ import datetime as dt
 
 import pytest
 
-from tests.browser import BROWSER_MARKS, SCREENSHOTS, launch
+from tests.browser import BROWSER_MARKS, SCREENSHOTS, open_page
 from tests.factories import ContactFactory, contact_with_days
 
 PASSWORD = "a founder's long passphrase"
@@ -40,25 +40,6 @@ def founder(settings, alice, workspace):
     contact_with_days(workspace, [today - 60 * DAY], name="<script>alert('x')</script>", email="mallory@example.com")
     ContactFactory(workspace=workspace, name="Nora Never", email="nora@example.com")
     return ada
-
-
-@pytest.fixture
-def browser():
-    from playwright.sync_api import sync_playwright
-
-    with sync_playwright() as playwright:
-        browser = launch(playwright)
-        try:
-            yield browser
-        finally:
-            browser.close()
-
-
-def open_page(page, url):
-    response = page.goto(url)
-    page.wait_for_load_state("load")
-    assert response.status == 200, f"{url}: {response.status}"
-    return page
 
 
 def fits_the_width(page):
