@@ -12,7 +12,7 @@ from collections import Counter
 from django.core.management.base import BaseCommand, CommandError
 from django.db import DatabaseError
 
-from contacts.models import Workspace
+from contacts.management.lookups import workspace_by_slug
 from ingest.backfill import AUTO, DOCUMENT, LINES, BrokenExport, open_source, read_items
 from ingest.services import ACCEPTED, Result
 from ingest.views import ingest_within_limits
@@ -45,10 +45,7 @@ class Command(BaseCommand):
     def handle(self, *args, file, workspace, format, chunk_size, show_errors, no_progress, **options):
         if chunk_size < 1:
             raise CommandError("--chunk-size must be at least 1")
-        try:
-            target = Workspace.objects.get(slug=workspace)
-        except Workspace.DoesNotExist:
-            raise CommandError(f"No workspace with slug {workspace!r}") from None
+        target = workspace_by_slug(workspace)
         try:
             source = open_source(file, stdin=sys.stdin)
         except OSError as error:

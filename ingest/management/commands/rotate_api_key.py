@@ -2,7 +2,7 @@ import datetime as dt
 
 from django.core.management.base import BaseCommand, CommandError
 
-from contacts.models import Workspace
+from contacts.management.lookups import workspace_by_slug
 from ingest.api_keys import rotate_api_key
 
 
@@ -16,10 +16,7 @@ class Command(BaseCommand):
     def handle(self, *args, slug, grace_hours, **options):
         if grace_hours < 0:
             raise CommandError("--grace-hours must be 0 or more")
-        try:
-            workspace = Workspace.objects.get(slug=slug)
-        except Workspace.DoesNotExist:
-            raise CommandError(f"No workspace with slug {slug!r}") from None
+        workspace = workspace_by_slug(slug)
         _, raw_key = rotate_api_key(workspace=workspace, grace=dt.timedelta(hours=grace_hours))
         self.stdout.write(f"Rotated the API key of {workspace.name!r}; old keys stay valid for {grace_hours:g} hours.")
         self.stdout.write(raw_key)
