@@ -16,6 +16,7 @@ from rest_framework.exceptions import AuthenticationFailed
 
 from contacts.models import Workspace
 from ingest.models import ApiKey, hash_key, prefix_of
+from natsite.db import prepared_cursor
 
 REALM = 'Basic realm="natsite"'
 # last_used_at is written at most this often per key: no write per event.
@@ -79,7 +80,7 @@ def keys_with_prefix(prefix: str) -> list[ApiKey]:
     """The keys with this shown prefix, each with its workspace: what
     ApiKey.objects.select_related("workspace").filter(prefix=...) returns, from SQL built
     once, since compiling that query on every request cost more than running it."""
-    with connection.cursor() as cursor:
+    with prepared_cursor() as cursor:
         cursor.execute(_keys_with_prefix_sql(connection.vendor), [prefix])
         rows = cursor.fetchall()
     split = len(ApiKey._meta.concrete_fields)

@@ -89,6 +89,10 @@ else:
     DATABASES["default"].setdefault("OPTIONS", {}).setdefault(
         "connect_timeout", env.int("DATABASE_CONNECT_TIMEOUT", default=3)
     )
+    # The webhook's statements are prepared once per connection (natsite/db.py); 0 for a
+    # connection pooler in transaction mode that cannot keep prepared statements.
+    if env.bool("DATABASE_PREPARED_STATEMENTS", default=True):
+        DATABASES["default"]["OPTIONS"].setdefault("prepare_threshold", 0)
 
 # redis:// and rediss:// use Django's own Redis backend (it needs only the redis package).
 CACHES = {
