@@ -1,17 +1,19 @@
 """The one write path: every Segment message, from the webhook, a batch or
 import_events, is recorded by record_messages() (PRODUCT.md §2, §3).
 
-A single message and a batch of thousands take the same four statements, in one
+A single message and a batch of thousands take the same few statements, in one
 transaction per chunk of up to CHUNK_MESSAGES identifies:
-1. claim the messageIds in ProcessedMessage (one INSERT ... ON CONFLICT DO NOTHING
+1. claim the messageIds in ProcessedMessage (INSERT ... ON CONFLICT DO NOTHING
    RETURNING): a message already processed, or a second copy in the chunk, changes nothing;
-2. upsert the contacts (one INSERT ... ON CONFLICT DO UPDATE RETURNING), which also locks
-   their rows, so concurrent chunks touching one contact are applied one after another
-   and closeness_log stays exact;
+2. upsert the contacts of the claimed messages (INSERT ... ON CONFLICT DO UPDATE
+   RETURNING), which also locks their rows, so concurrent chunks touching one contact are
+   applied one after another and closeness_log stays exact; on PostgreSQL 1 and 2 are
+   one statement (data-modifying WITH), on SQLite two;
 3. merge the chunk's messages per (contact, day) in Python, then add them to the
    interactions in one upsert whose RETURNING tells which days are new;
 4. write the contacts' merged traits, first_seen_at, last day and closeness_log in one
    UPDATE ... FROM (VALUES ...).
+On PostgreSQL the statements are prepared once per connection (natsite/db.py).
 The outcome is the one of recording the messages one at a time, in order (the
 earliest message defines a day, the newest trait wins); a delete request splits the
 chunk and runs alone, between the messages around it.
@@ -33,6 +35,7 @@ from django.utils import timezone
 from contacts import closeness
 from contacts.models import Contact, Interaction, Workspace
 from ingest.models import ProcessedMessage, RejectedMessage
+from natsite.db import prepared_cursor
 from ingest.serializers import MessageRejected, SegmentMessage, fold, normalize
 
 # trait_times' entry for userId; fold() never yields a leading space, so no trait clashes.
@@ -194,7 +197,7 @@ def _claim_message_ids(workspace: Workspace, message_ids) -> set[str]:
         {"workspace_id": "bigint", "message_id": "text", "received_at": "timestamptz"},
         [(workspace.pk, message_id, received_at) for message_id in sorted(set(message_ids))],
     )
-    with connection.cursor() as cursor:
+    with prepared_cursor() as cursor:
         cursor.execute(
             f"INSERT INTO {_table(ProcessedMessage)} (workspace_id, message_id, received_at) "
             f"SELECT workspace_id, message_id, received_at FROM {source} WHERE true "
@@ -220,6 +223,23 @@ class _LockedContact:
     last_interaction_log_strength: float | None
 
 
+_CONTACT_COLUMNS = (
+    "id, email, name, user_id, traits, trait_times, first_seen_at, last_interaction_day, closeness_log, "
+    "last_interaction_log_strength"
+)
+
+
+def _locked_contacts(rows) -> dict[str, _LockedContact]:
+    zone = dt.timezone.utc if connection.timezone_name == "UTC" else connection.timezone
+    return {
+        email: _LockedContact(
+            pk, email, name, user_id, _json_of(traits), _json_of(trait_times), _time_of(first_seen_at, zone),
+            _day_of(last_day), log, strength,
+        )
+        for pk, email, name, user_id, traits, trait_times, first_seen_at, last_day, log, strength in rows
+    }
+
+
 def _lock_contacts(workspace: Workspace, first_seen: dict[str, dt.datetime]) -> dict[str, _LockedContact]:
     """Create the contacts that are new and lock every row for the rest of the
     transaction, in one statement; sorted by email, so concurrent batches lock in one order."""
@@ -233,20 +253,43 @@ def _lock_contacts(workspace: Workspace, first_seen: dict[str, dt.datetime]) -> 
         f"INSERT INTO {_table(Contact)} "
         "(workspace_id, email, name, user_id, traits, trait_times, first_seen_at, created_at) "
         f"SELECT %s, email, '', '', '{{}}', '{{}}', first_seen_at, %s FROM {source} WHERE true "
-        "ON CONFLICT (workspace_id, email) DO UPDATE SET email = excluded.email RETURNING id, email, name, user_id, "
-        "traits, trait_times, first_seen_at, last_interaction_day, closeness_log, last_interaction_log_strength"
+        f"ON CONFLICT (workspace_id, email) DO UPDATE SET email = excluded.email RETURNING {_CONTACT_COLUMNS}"
     )
-    with connection.cursor() as cursor:
+    with prepared_cursor() as cursor:
         cursor.execute(sql, [workspace.pk, created_at, *params])
+        return _locked_contacts(cursor.fetchall())
+
+
+def _claim_and_lock(workspace: Workspace, messages: list[SegmentMessage]) -> tuple[set[str], dict[str, _LockedContact]]:
+    """PostgreSQL: _claim_message_ids and _lock_contacts in one statement, one round trip
+    instead of two. The contacts created or locked are those of the messages whose
+    messageId this chunk claimed (a message's first copy in the chunk), each first seen at
+    its earliest such message. Returns (claimed messageIds, locked contacts)."""
+    now = timezone.now()
+    source, params = _rows(
+        {"seq": "integer", "message_id": "text", "email": "text", "seen_at": "timestamptz"},
+        [(position, m.message_id, m.email, m.timestamp) for position, m in enumerate(messages)],
+    )
+    sql = (
+        f"WITH m AS (SELECT * FROM {source}), "
+        f"claimed AS (INSERT INTO {_table(ProcessedMessage)} (workspace_id, message_id, received_at) "
+        "SELECT DISTINCT %s::bigint, message_id, %s::timestamptz FROM m ORDER BY message_id "
+        "ON CONFLICT (workspace_id, message_id) DO NOTHING RETURNING message_id), "
+        "first_copies AS (SELECT DISTINCT ON (message_id) message_id, email, seen_at FROM m "
+        "ORDER BY message_id, seq), "
+        f"locked AS (INSERT INTO {_table(Contact)} "
+        "(workspace_id, email, name, user_id, traits, trait_times, first_seen_at, created_at) "
+        "SELECT %s::bigint, f.email, '', '', '{}', '{}', min(f.seen_at), %s::timestamptz "
+        "FROM first_copies f JOIN claimed USING (message_id) GROUP BY f.email ORDER BY f.email "
+        f"ON CONFLICT (workspace_id, email) DO UPDATE SET email = excluded.email RETURNING {_CONTACT_COLUMNS}) "
+        f"SELECT {_CONTACT_COLUMNS} FROM locked "
+        "UNION ALL SELECT NULL, message_id, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL FROM claimed"
+    )
+    with prepared_cursor() as cursor:
+        cursor.execute(sql, [*params, workspace.pk, now, workspace.pk, now])
         rows = cursor.fetchall()
-    zone = dt.timezone.utc if connection.timezone_name == "UTC" else connection.timezone
-    return {
-        email: _LockedContact(
-            pk, email, name, user_id, _json_of(traits), _json_of(trait_times), _time_of(first_seen_at, zone),
-            _day_of(last_day), log, strength,
-        )
-        for pk, email, name, user_id, traits, trait_times, first_seen_at, last_day, log, strength in rows
-    }
+    claimed = {row[1] for row in rows if row[0] is None}
+    return claimed, _locked_contacts(row for row in rows if row[0] is not None)
 
 
 @dataclass
@@ -304,7 +347,7 @@ def _merge_interactions(workspace: Workspace, days: dict[tuple[int, dt.date], _D
         f"THEN excluded.last_occurred_at ELSE {table}.last_occurred_at END "
         "RETURNING contact_id, day, event_count"
     )
-    with connection.cursor() as cursor:
+    with prepared_cursor() as cursor:
         cursor.execute(sql, [workspace.pk, *params])
         rows = cursor.fetchall()
     # An interaction that existed already had at least one event before these were added.
@@ -337,7 +380,7 @@ def _write_contacts(contacts: list[_LockedContact]) -> None:
         ],
     )
     table = _table(Contact)
-    with connection.cursor() as cursor:
+    with prepared_cursor() as cursor:
         cursor.execute(
             f"UPDATE {table} SET name = v.name, user_id = v.user_id, traits = v.traits, trait_times = v.trait_times, "
             "first_seen_at = v.first_seen_at, last_interaction_day = v.last_interaction_day, "
@@ -370,12 +413,16 @@ def _apply_identity(contact: _LockedContact, message: SegmentMessage) -> bool:
 
 def _record_identifies(workspace: Workspace, messages: list[SegmentMessage]) -> list[Result]:
     """Record a run of identifies in the caller's transaction, with the outcome of
-    recording them one at a time in this order: four statements whatever their number."""
+    recording them one at a time in this order: the same statements whatever their number."""
     tzinfo = workspace.tzinfo
     days_of = [message.timestamp.astimezone(tzinfo).date() for message in messages]
     results: list[Result | None] = [None] * len(messages)
 
-    claimed = _claim_message_ids(workspace, [message.message_id for message in messages])
+    postgres = connection.vendor == "postgresql"
+    if postgres:
+        claimed, contacts = _claim_and_lock(workspace, messages)
+    else:
+        claimed = _claim_message_ids(workspace, [message.message_id for message in messages])
     fresh = []
     for index, message in enumerate(messages):
         if message.message_id in claimed:
@@ -386,12 +433,13 @@ def _record_identifies(workspace: Workspace, messages: list[SegmentMessage]) -> 
     if not fresh:
         return results
 
-    first_seen = {}
-    for index in fresh:
-        message = messages[index]
-        if message.email not in first_seen or message.timestamp < first_seen[message.email]:
-            first_seen[message.email] = message.timestamp
-    contacts = _lock_contacts(workspace, first_seen)
+    if not postgres:
+        first_seen = {}
+        for index in fresh:
+            message = messages[index]
+            if message.email not in first_seen or message.timestamp < first_seen[message.email]:
+                first_seen[message.email] = message.timestamp
+        contacts = _lock_contacts(workspace, first_seen)
 
     changed = set()
     days: dict[tuple[int, dt.date], _DayMerge] = {}

@@ -14,6 +14,13 @@ from tests.segment_messages import identify
 pytestmark = pytest.mark.django_db
 
 
+def write_statements() -> int:
+    """Statements for a chunk that creates contacts and days. On PostgreSQL, claiming the
+    messageIds and upserting (locking) the contacts is one statement; SQLite cannot put an
+    INSERT in a WITH clause, so it takes two."""
+    return 3 if connection.vendor == "postgresql" else 4
+
+
 def statements(context):
     """The statements the write path sent; the savepoints are the test's own
     transaction around it (in production the chunk's transaction is BEGIN/COMMIT)."""
@@ -35,21 +42,21 @@ def many(count, start=dt.datetime(2024, 1, 1, 9, tzinfo=dt.timezone.utc)):
     ]
 
 
-def test_a_message_that_creates_a_new_day_takes_four_statements(workspace):
+def test_a_message_that_creates_a_new_day_takes_three_or_four_statements(workspace):
     results, sql = record(workspace, [identify("jane@example.com", "2024-06-01T09:00:00Z")])
 
     assert [r.status for r in results] == ["created"]
     # claim the messageId, upsert (and lock) the contact, upsert the interaction, write the contact
-    assert len(sql) == 4, sql
+    assert len(sql) == write_statements(), sql
 
 
-def test_a_message_that_merges_into_its_day_takes_at_most_four_statements(workspace):
+def test_a_message_that_merges_into_its_day_takes_no_more_statements(workspace):
     record(workspace, [identify("jane@example.com", "2024-06-01T09:00:00Z")])
 
     results, sql = record(workspace, [identify("jane@example.com", "2024-06-01T15:00:00Z")])
 
     assert [r.status for r in results] == ["merged"]
-    assert len(sql) <= 4, sql
+    assert len(sql) <= write_statements(), sql
     assert Interaction.objects.get().event_count == 2
 
 
@@ -62,7 +69,7 @@ def test_a_merge_that_changes_nothing_on_the_contact_skips_the_contact_write(wor
     results, sql = record(workspace, [again])
 
     assert [r.status for r in results] == ["merged"]
-    assert len(sql) == 3, sql
+    assert len(sql) == write_statements() - 1, sql
 
 
 def test_a_duplicate_takes_one_statement(workspace):
@@ -76,11 +83,11 @@ def test_a_duplicate_takes_one_statement(workspace):
 
 
 @pytest.mark.parametrize("count", [100, 1000])
-def test_a_batch_takes_the_same_four_statements_whatever_its_size(workspace, count):
+def test_a_batch_takes_the_same_statements_as_one_message_whatever_its_size(workspace, count):
     results, sql = record(workspace, many(count))
 
     assert [r.status for r in results] == ["created"] * count
-    assert len(sql) == 4, [s[:80] for s in sql]
+    assert len(sql) == write_statements(), [s[:80] for s in sql]
     assert Interaction.objects.filter(workspace=workspace).count() == count
 
 
@@ -94,21 +101,21 @@ def test_a_batch_of_duplicates_takes_one_statement(workspace):
     assert len(sql) == 1
 
 
-def test_a_batch_larger_than_a_chunk_takes_four_statements_per_chunk(workspace, monkeypatch):
+def test_a_batch_larger_than_a_chunk_takes_its_statements_per_chunk(workspace, monkeypatch):
     monkeypatch.setattr("ingest.services.CHUNK_MESSAGES", 40)
 
     results, sql = record(workspace, many(100))
 
     assert [r.status for r in results] == ["created"] * 100
-    assert len(sql) == 4 * 3  # chunks of 40, 40 and 20
+    assert len(sql) == write_statements() * 3  # chunks of 40, 40 and 20
 
 
-def test_the_webhook_answers_one_new_day_with_five_statements(webhook):
+def test_the_webhook_answers_one_new_day_with_the_key_look_up_and_the_write_statements(webhook):
     webhook.post(identify("warm-up@example.com"))  # the key's last_used_at is written once a minute
 
     with CaptureQueriesContext(connection) as context:
         response = webhook.post(identify("jane@example.com", "2024-06-01T09:00:00Z"))
 
     assert response.status_code == 200 and response.json()["status"] == "created"
-    # the API key (with its workspace), then the four statements of the write path
-    assert len(statements(context)) == 5, statements(context)
+    # the API key (with its workspace), then the statements of the write path
+    assert len(statements(context)) == 1 + write_statements(), statements(context)
