@@ -27,6 +27,7 @@ import json
 import os
 import random
 import re
+import resource
 import socket
 import subprocess
 import sys
@@ -154,6 +155,74 @@ class Connection:
         self.sock = None
 
 
+# --- CPU time, the steadier figure on a shared machine ------------------------------------
+
+TICKS = os.sysconf("SC_CLK_TCK")
+
+
+def _cpu_of(pid: int) -> float:
+    try:
+        fields = open(f"/proc/{pid}/stat").read().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / TICKS  # utime + stime
+    except (OSError, IndexError, ValueError):
+        return 0.0
+
+
+def _children(pid: int) -> list[int]:
+    try:
+        return [int(c) for c in open(f"/proc/{pid}/task/{pid}/children").read().split()]
+    except OSError:
+        return []
+
+
+def _postgres_pids() -> list[int]:
+    pids = []
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                if open(f"/proc/{entry}/comm").read().strip() in ("postgres", "postmaster"):
+                    pids.append(int(entry))
+            except OSError:
+                continue
+    return pids
+
+
+def _machine_busy() -> float:
+    """CPU seconds the whole machine spent busy (user, nice, system, irq, softirq)."""
+    fields = [int(v) for v in open("/proc/stat").readline().split()[1:8]]
+    return (sum(fields) - fields[3] - fields[4]) / TICKS  # less idle and iowait
+
+
+class CpuMeter:
+    """CPU seconds spent by the gunicorn workers and by PostgreSQL during a phase: per
+    event they barely move when other work on the machine steals the cores, unlike
+    events/s."""
+
+    server_pid = None
+
+    def __init__(self):
+        self.server = self._server()
+        self.database = self._database()
+
+    @classmethod
+    def _server(cls) -> float:
+        if cls.server_pid is None:
+            return 0.0
+        return sum(_cpu_of(pid) for pid in [cls.server_pid, *_children(cls.server_pid)])
+
+    @staticmethod
+    def _database() -> float:
+        return sum(_cpu_of(pid) for pid in _postgres_pids())
+
+    def per_event_ms(self, events: int) -> tuple[float, float]:
+        if not events:
+            return float("nan"), float("nan")
+        return (
+            1000 * (self._server() - self.server) / events,
+            1000 * (self._database() - self.database) / events,
+        )
+
+
 # --- load phases ----------------------------------------------------------------------
 
 
@@ -183,9 +252,12 @@ def percentile(values, p):
     return ordered[min(len(ordered) - 1, int(round(p / 100 * (len(ordered) - 1))))]
 
 
-def summarize(name, tally, elapsed, cpu):
+def summarize(name, tally, elapsed, cpu, meter):
     lat = tally.latencies
+    server_ms, database_ms = meter.per_event_ms(tally.events)
     return {
+        "server_cpu_ms": server_ms,
+        "database_cpu_ms": database_ms,
         "phase": name,
         "events_per_s": tally.events / elapsed,
         "requests": len(lat),
@@ -212,7 +284,7 @@ def closed_loop(port, auth, messages, *, size, concurrency, seconds):
             tally.add(time.perf_counter() - started, size, status, queries, answer)
         connection.close()
 
-    cpu0, start = time.process_time(), time.perf_counter()
+    meter, cpu0, start = CpuMeter(), time.process_time(), time.perf_counter()
     threads = [threading.Thread(target=client) for _ in range(concurrency)]
     for thread in threads:
         thread.start()
@@ -220,7 +292,7 @@ def closed_loop(port, auth, messages, *, size, concurrency, seconds):
         thread.join()
     elapsed, cpu = time.perf_counter() - start, time.process_time() - cpu0
     label = "single" if size == 1 else f"batch {size}"
-    return summarize(f"{label}, {concurrency} clients", tally, elapsed, cpu)
+    return summarize(f"{label}, {concurrency} clients", tally, elapsed, cpu, meter)
 
 
 def open_loop(port, auth, messages, *, rate, seconds, clients=32):
@@ -249,14 +321,14 @@ def open_loop(port, auth, messages, *, rate, seconds, clients=32):
             tally.add(time.perf_counter() - scheduled, 1, status, queries, answer)
         connection.close()
 
-    cpu0 = time.process_time()
+    meter, cpu0 = CpuMeter(), time.process_time()
     threads = [threading.Thread(target=client) for _ in range(clients)]
     for thread in threads:
         thread.start()
     for thread in threads:
         thread.join()
     elapsed, cpu = time.perf_counter() - start, time.process_time() - cpu0
-    return summarize(f"open loop {rate}/s offered", tally, elapsed, cpu)
+    return summarize(f"open loop {rate}/s offered", tally, elapsed, cpu, meter)
 
 
 # --- the pgbench ceiling ----------------------------------------------------------------
@@ -303,6 +375,9 @@ COMMIT;
 def pgbench(database_url, workspace_id, *, contacts, seconds, clients=8):
     with tempfile.NamedTemporaryFile("w", suffix=".sql", delete=False) as script:
         script.write(PGBENCH_SCRIPT.format(contacts=contacts, workspace=workspace_id))
+    # pgbench's backends are gone when it ends: PostgreSQL's share is the machine's busy
+    # time less pgbench's own.
+    busy, children = _machine_busy(), resource.getrusage(resource.RUSAGE_CHILDREN)
     try:
         done = subprocess.run(
             ["pgbench", "-n", "-M", "prepared", "-c", str(clients), "-j", "2", "-T", str(seconds), "-f", script.name,
@@ -312,8 +387,18 @@ def pgbench(database_url, workspace_id, *, contacts, seconds, clients=8):
     finally:
         os.unlink(script.name)
     tps = float(re.search(r"tps = ([\d.]+)", done.stdout).group(1))
+    transactions = int(re.search(r"number of transactions actually processed: (\d+)", done.stdout).group(1))
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    client = after.ru_utime + after.ru_stime - children.ru_utime - children.ru_stime
+    database = _machine_busy() - busy - client
     latency = re.search(r"latency average = ([\d.]+) ms", done.stdout)
-    return {"phase": f"pgbench, {clients} clients", "events_per_s": tps, "avg_ms": float(latency.group(1)) if latency else None}
+    return {
+        "phase": f"pgbench, {clients} clients",
+        "events_per_s": tps,
+        "avg_ms": float(latency.group(1)) if latency else None,
+        "database_cpu_ms": 1000 * database / transactions,
+        "client_cpu_ms": 1000 * client / transactions,
+    }
 
 
 # --- import_events ------------------------------------------------------------------------
@@ -409,15 +494,20 @@ def machine() -> str:
 
 
 def print_table(rows):
-    print(f"{'phase':34} {'events/s':>9} {'p50 ms':>8} {'p95 ms':>8} {'p99 ms':>8} {'SQL/event':>9} {'gen CPU':>8}  errors")
+    print(
+        f"{'phase':34} {'events/s':>9} {'p50 ms':>8} {'p95 ms':>8} {'p99 ms':>8} {'SQL/event':>9}"
+        f" {'app CPU':>8} {'db CPU':>8} {'gen CPU':>8}  errors"
+    )
     for row in rows:
         if "p50_ms" not in row:
-            print(f"{row['phase']:34} {row['events_per_s']:9.0f}")
+            database = f"{row['database_cpu_ms']:6.3f}ms" if "database_cpu_ms" in row else ""
+            print(f"{row['phase']:34} {row['events_per_s']:9.0f} {'':>8} {'':>8} {'':>8} {'':>9} {'':>8} {database:>8}")
             continue
         errors = ", ".join(f"{count}× {what}" for what, count in row["errors"].items()) or "-"
         print(
             f"{row['phase']:34} {row['events_per_s']:9.0f} {row['p50_ms']:8.1f} {row['p95_ms']:8.1f} {row['p99_ms']:8.1f}"
-            f" {row['queries_per_event']:9.2f} {row['loadgen_cpu_pct']:7.0f}%  {errors}"
+            f" {row['queries_per_event']:9.2f} {row['server_cpu_ms']:6.3f}ms {row['database_cpu_ms']:6.3f}ms"
+            f" {row['loadgen_cpu_pct']:7.0f}%  {errors}"
         )
 
 
@@ -457,6 +547,7 @@ def main():
          "--threads", str(args.threads), "--worker-class", "gthread", "--keep-alive", "30", "--log-level", "warning"],
         cwd=ROOT, env=env,
     )
+    CpuMeter.server_pid = server.pid
     try:
         wait_for_port(args.port)
         messages = Messages(args.contacts, seed=1)
