@@ -16,7 +16,7 @@ from rest_framework.exceptions import AuthenticationFailed
 
 from contacts.models import Workspace
 from ingest.models import ApiKey, hash_key, prefix_of
-from natsite.db import prepared_cursor
+from natsite.db import first_statement, prepared_cursor
 
 REALM = 'Basic realm="natsite"'
 # last_used_at is written at most this often per key: no write per event.
@@ -80,9 +80,14 @@ def keys_with_prefix(prefix: str) -> list[ApiKey]:
     """The keys with this shown prefix, each with its workspace: what
     ApiKey.objects.select_related("workspace").filter(prefix=...) returns, from SQL built
     once, since compiling that query on every request cost more than running it."""
-    with prepared_cursor() as cursor:
-        cursor.execute(_keys_with_prefix_sql(connection.vendor), [prefix])
-        rows = cursor.fetchall()
+
+    def look_up():
+        with prepared_cursor() as cursor:
+            cursor.execute(_keys_with_prefix_sql(connection.vendor), [prefix])
+            return cursor.fetchall()
+
+    # The webhook's first statement: it checks the kept connection too (natsite/db.py).
+    rows = first_statement(look_up)
     split = len(ApiKey._meta.concrete_fields)
     keys = []
     for row in rows:

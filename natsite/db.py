@@ -10,7 +10,7 @@ Behind a connection pooler in transaction mode that cannot keep prepared stateme
 DATABASE_PREPARED_STATEMENTS=0 turns this off and these are ordinary Django cursors.
 """
 
-from django.db import connection
+from django.db import InterfaceError, OperationalError, connection
 from django.db.backends.postgresql.base import CursorDebugWrapper, ServerBindingCursor
 
 
@@ -40,3 +40,30 @@ def prepared_cursor():
         if connection.queries_logged:
             return LoggedCursor(cursor, connection)
         return connection.make_cursor(cursor)
+
+
+def first_statement(run):
+    """run(), the request's first statement, without Django's health check before it.
+
+    CONN_HEALTH_CHECKS sends a SELECT 1 at the start of every request that reuses a kept
+    connection: a round trip per webhook message. Here the first statement is the check
+    itself: when it fails on a kept connection that no longer works (the database
+    restarted or the network dropped it since the last request), the connection is
+    replaced and run() is tried once more on the fresh one, so the sender sees no error,
+    as with the health check. run() must be a read that can safely run twice."""
+    reused = (
+        connection.connection is not None
+        and connection.health_check_enabled
+        and not connection.health_check_done
+        and not connection.in_atomic_block
+    )
+    if not reused:
+        return run()
+    connection.health_check_done = True
+    try:
+        return run()
+    except (OperationalError, InterfaceError):
+        if connection.is_usable():
+            raise  # the connection works: this is the statement's own error
+        connection.close()
+        return run()

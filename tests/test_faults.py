@@ -176,6 +176,26 @@ def test_a_database_outage_answers_503_stores_nothing_half_done_and_recovers_wit
 
 @pytest.mark.postgres
 @pytest.mark.django_db(transaction=True)
+def test_kept_connections_the_database_dropped_are_replaced_without_an_error(proxied_server, workspace, api_key):
+    # The webhook sends no health-check SELECT 1 before its first statement: the API-key
+    # look-up finds the dead connection and runs again on a fresh one (natsite/db.py).
+    proxy, _ = proxied_server
+    for n in range(2 * WORKERS):
+        assert post(GUNICORN_PORT, api_key, message(n, contact=n)).status == 200
+    opened = proxy.connections
+
+    proxy.cut()  # every kept connection drops...
+    proxy.restore()  # ...and the database answers again before the next message
+    later = [message(100 + n, contact=n) for n in range(2 * WORKERS)]
+    answers = [post(GUNICORN_PORT, api_key, item) for item in later]
+
+    assert [a.status for a in answers] == [200] * len(later), [a.body for a in answers]
+    assert proxy.connections > opened
+    assert ProcessedMessage.objects.filter(message_id__in=[m["messageId"] for m in later]).count() == len(later)
+
+
+@pytest.mark.postgres
+@pytest.mark.django_db(transaction=True)
 def test_a_database_that_does_not_answer_gets_503_within_segments_timeout(proxied_server, workspace, api_key):
     proxy, _ = proxied_server
     assert post(GUNICORN_PORT, api_key, message(1, contact=1)).status == 200
