@@ -98,10 +98,12 @@ class ContactQuerySet(models.QuerySet):
 
 
 class Contact(models.Model):
-    workspace = models.ForeignKey(Workspace, on_delete=models.CASCADE, related_name="contacts")
+    # Every look-up by workspace leads with the (workspace, ...) indexes below: a plain
+    # index on the column would only be one more index to write on every message.
+    workspace = models.ForeignKey(Workspace, on_delete=models.CASCADE, related_name="contacts", db_index=False)
     email = models.CharField(max_length=254)
     name = models.CharField(max_length=200, blank=True, default="")
-    user_id = models.CharField(max_length=255, blank=True, default="", db_index=True)
+    user_id = models.CharField(max_length=255, blank=True, default="")
     traits = models.JSONField(default=dict, blank=True)
     # Per trait key (canonical form), the timestamp of the message that set its value,
     # so that the newest message wins whatever order messages arrive in.
@@ -125,6 +127,8 @@ class Contact(models.Model):
             # ranges and the dashboard's counts use it too.
             LatestFirstIndex(column="closeness_log", tie_break="id", name="contact_closeness_desc_idx"),
             LatestFirstIndex(column="last_interaction_day", tie_break="id", name="contact_last_day_desc_idx"),
+            # A delete request finds the workspace's contacts by userId.
+            models.Index(fields=["workspace", "user_id"], name="contact_user_id_idx"),
         ]
         # The search's trigram indexes (PostgreSQL only) live in migration 0003.
 
@@ -167,8 +171,9 @@ class Contact(models.Model):
 
 class Interaction(models.Model):
     # Denormalized from contact so the dashboard's per-day counts use one index.
-    workspace = models.ForeignKey(Workspace, on_delete=models.CASCADE, related_name="+")
-    contact = models.ForeignKey(Contact, on_delete=models.CASCADE, related_name="interactions")
+    # Led by the (workspace, day) and (contact, day) indexes below; see Contact.workspace.
+    workspace = models.ForeignKey(Workspace, on_delete=models.CASCADE, related_name="+", db_index=False)
+    contact = models.ForeignKey(Contact, on_delete=models.CASCADE, related_name="interactions", db_index=False)
     day = models.DateField()
     occurred_at = models.DateTimeField()
     last_occurred_at = models.DateTimeField()
