@@ -8,7 +8,7 @@ import functools
 import hmac
 import re
 
-from django.db import connection
+from django.db import DEFAULT_DB_ALIAS, connection, connections
 from django.utils import timezone
 from django.views.decorators.debug import sensitive_variables
 from rest_framework.authentication import BaseAuthentication
@@ -65,34 +65,48 @@ def _keys_with_prefix_sql(vendor: str) -> str:
     )
 
 
-def _from_row(model, values, alias):
+def _converters(model, alias, db) -> list[tuple[str, list]]:
+    """(attname, converters) per concrete field, as the ORM converts that column's values."""
+    out = []
+    for field in model._meta.concrete_fields:
+        column = field.get_col(alias)
+        converters = db.ops.get_db_converters(column) + field.get_db_converters(db)
+        out.append((field.attname, [(convert, column) for convert in converters]))
+    return out
+
+
+def _from_row(model, values, converters, db):
     """A model instance from raw column values, converted as the ORM converts them."""
     converted = []
-    for field, value in zip(model._meta.concrete_fields, values):
-        column = field.get_col(alias)
-        for convert in connection.ops.get_db_converters(column) + field.get_db_converters(connection):
-            value = convert(value, column, connection)
+    for (_, field_converters), value in zip(converters, values):
+        for convert, column in field_converters:
+            value = convert(value, column, db)
         converted.append(value)
-    return model.from_db(connection.alias, [f.attname for f in model._meta.concrete_fields], converted)
+    return model.from_db(db.alias, [attname for attname, _ in converters], converted)
 
 
 def keys_with_prefix(prefix: str) -> list[ApiKey]:
     """The keys with this shown prefix, each with its workspace: what
     ApiKey.objects.select_related("workspace").filter(prefix=...) returns, from SQL built
     once, since compiling that query on every request cost more than running it."""
+    db = connections[DEFAULT_DB_ALIAS]  # looked up once: `connection` does it per attribute
 
     def look_up():
         with prepared_cursor() as cursor:
-            cursor.execute(_keys_with_prefix_sql(connection.vendor), [prefix])
+            cursor.execute(_keys_with_prefix_sql(db.vendor), [prefix])
             return cursor.fetchall()
 
     # The webhook's first statement: it checks the kept connection too (natsite/db.py).
     rows = first_statement(look_up)
-    split = len(ApiKey._meta.concrete_fields)
+    if not rows:
+        return []
+    key_converters = _converters(ApiKey, ApiKey._meta.db_table, db)
+    workspace_converters = _converters(Workspace, Workspace._meta.db_table, db)
+    split = len(key_converters)
     keys = []
     for row in rows:
-        api_key = _from_row(ApiKey, row[:split], ApiKey._meta.db_table)
-        api_key.workspace = _from_row(Workspace, row[split:], Workspace._meta.db_table)
+        api_key = _from_row(ApiKey, row[:split], key_converters, db)
+        api_key.workspace = _from_row(Workspace, row[split:], workspace_converters, db)
         keys.append(api_key)
     return keys
 

@@ -10,7 +10,7 @@ Behind a connection pooler in transaction mode that cannot keep prepared stateme
 DATABASE_PREPARED_STATEMENTS=0 turns this off and these are ordinary Django cursors.
 """
 
-from django.db import InterfaceError, OperationalError, connection
+from django.db import DEFAULT_DB_ALIAS, InterfaceError, OperationalError, connections
 from django.db.backends.postgresql.base import CursorDebugWrapper, ServerBindingCursor
 
 
@@ -26,20 +26,22 @@ class LoggedCursor(CursorDebugWrapper):
 def prepared_cursor():
     """A Django cursor (wrapped as connection.cursor()'s, so query logging and
     execute_wrappers see its statements) whose statements PostgreSQL prepares."""
-    if connection.vendor != "postgresql":
-        return connection.cursor()
+    # `connection` finds the thread's connection on every attribute: look it up once.
+    db = connections[DEFAULT_DB_ALIAS]
+    if db.vendor != "postgresql":
+        return db.cursor()
     # What connection.cursor() does before it makes a cursor.
-    connection.close_if_health_check_failed()
-    connection.ensure_connection()
-    raw = connection.connection
+    db.close_if_health_check_failed()
+    db.ensure_connection()
+    raw = db.connection
     if raw.prepare_threshold is None:
-        return connection.cursor()
-    with connection.wrap_database_errors:
-        connection.validate_thread_sharing()
+        return db.cursor()
+    with db.wrap_database_errors:
+        db.validate_thread_sharing()
         cursor = ServerBindingCursor(raw)
-        if connection.queries_logged:
-            return LoggedCursor(cursor, connection)
-        return connection.make_cursor(cursor)
+        if db.queries_logged:
+            return LoggedCursor(cursor, db)
+        return db.make_cursor(cursor)
 
 
 def first_statement(run):
@@ -51,19 +53,15 @@ def first_statement(run):
     restarted or the network dropped it since the last request), the connection is
     replaced and run() is tried once more on the fresh one, so the sender sees no error,
     as with the health check. run() must be a read that can safely run twice."""
-    reused = (
-        connection.connection is not None
-        and connection.health_check_enabled
-        and not connection.health_check_done
-        and not connection.in_atomic_block
-    )
+    db = connections[DEFAULT_DB_ALIAS]
+    reused = db.connection is not None and db.health_check_enabled and not db.health_check_done and not db.in_atomic_block
     if not reused:
         return run()
-    connection.health_check_done = True
+    db.health_check_done = True
     try:
         return run()
     except (OperationalError, InterfaceError):
-        if connection.is_usable():
+        if db.is_usable():
             raise  # the connection works: this is the statement's own error
-        connection.close()
+        db.close()
         return run()
