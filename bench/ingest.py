@@ -333,48 +333,79 @@ def open_loop(port, auth, messages, *, rate, seconds, clients=32):
 
 # --- the pgbench ceiling ----------------------------------------------------------------
 
-# The statements natsite sends for one identify that creates a new day, with random
-# emails and days, one transaction per event.
+# The statements natsite sends for one identify that creates a new day on PostgreSQL
+# (ingest/authentication.py, ingest/services.py), as they are sent: the API-key look-up,
+# then one transaction with the claim-and-lock statement, the interaction upsert and the
+# contact write, rows as one JSON parameter; random emails and days, one transaction per
+# event, prepared (-M prepared), as natsite prepares them.
 PGBENCH_SCRIPT = """\
 \\set k random(0, {contacts} - 1)
 \\set d random(0, 364)
 \\set m random(1, 1000000000000)
+SELECT k.*, w.* FROM ingest_apikey k JOIN contacts_workspace w ON w.id = k.workspace_id WHERE k.prefix = '{prefix}';
 BEGIN;
-INSERT INTO ingest_processedmessage (workspace_id, message_id, received_at)
-  VALUES ({workspace}, 'pgbench-' || :client_id || '-' || :m, now())
-  ON CONFLICT (workspace_id, message_id) DO NOTHING RETURNING id;
-INSERT INTO contacts_contact (workspace_id, email, name, user_id, traits, trait_times, first_seen_at, created_at)
-  VALUES ({workspace}, 'pgbench' || :k || '@example.com', '', 'user-' || :k, '{{}}', '{{}}', now(), now())
-  ON CONFLICT (workspace_id, email) DO UPDATE SET email = excluded.email
-  RETURNING id AS contact_id, traits, trait_times \\gset
+WITH m AS (SELECT * FROM (SELECT (e->>0)::integer AS seq, (e->>1)::text AS message_id, (e->>2)::text AS email,
+    (e->>3)::timestamptz AS seen_at
+    FROM json_array_elements(('[[0, "pgbench-' || :client_id || '-' || :m || '", "pgbench' || :k || '@example.com", "'
+      || (now() - CAST(:d AS integer) * interval '1 day') || '"]]')::json) AS e) AS v),
+  claimed AS (INSERT INTO ingest_processedmessage (workspace_id, message_id, received_at)
+    SELECT DISTINCT {workspace}::bigint, message_id, now() FROM m ORDER BY message_id
+    ON CONFLICT (workspace_id, message_id) DO NOTHING RETURNING message_id),
+  first_copies AS (SELECT DISTINCT ON (message_id) message_id, email, seen_at FROM m ORDER BY message_id, seq),
+  locked AS (INSERT INTO contacts_contact (workspace_id, email, name, user_id, traits, trait_times, first_seen_at, created_at)
+    SELECT {workspace}::bigint, f.email, '', '', '{{}}', '{{}}', min(f.seen_at), now()
+    FROM first_copies f JOIN claimed USING (message_id) GROUP BY f.email ORDER BY f.email
+    ON CONFLICT (workspace_id, email) DO UPDATE SET email = excluded.email
+    RETURNING id, email, name, user_id, traits, trait_times, first_seen_at, last_interaction_day, closeness_log,
+      last_interaction_log_strength)
+SELECT NULL AS id, message_id AS email, NULL AS name, NULL AS user_id, NULL AS traits, NULL AS trait_times,
+  NULL AS first_seen_at, NULL AS last_interaction_day, NULL AS closeness_log, NULL AS last_interaction_log_strength
+  FROM claimed
+UNION ALL SELECT id, email, name, user_id, traits, trait_times, first_seen_at, last_interaction_day, closeness_log,
+  last_interaction_log_strength FROM locked
+\\aset
 INSERT INTO contacts_interaction (workspace_id, contact_id, day, occurred_at, last_occurred_at, description, url, event_count)
-  VALUES ({workspace}, :contact_id, current_date - CAST(:d AS integer), now() - CAST(:d AS integer) * interval '1 day',
-          now() - CAST(:d AS integer) * interval '1 day',
-          'https://app.example.com/p/1', 'https://app.example.com/p/1', 1)
+  SELECT {workspace}, contact_id, day, occurred_at, last_occurred_at, description, url, event_count
+  FROM (SELECT (e->>0)::bigint AS contact_id, (e->>1)::date AS day, (e->>2)::timestamptz AS occurred_at,
+      (e->>3)::timestamptz AS last_occurred_at, (e->>4)::text AS description, (e->>5)::text AS url,
+      (e->>6)::integer AS event_count
+    FROM json_array_elements(('[[' || :id || ', "' || (current_date - CAST(:d AS integer)) || '", "' || (now() - CAST(:d AS integer) * interval '1 day')
+      || '", "' || (now() - CAST(:d AS integer) * interval '1 day') || '", "https://app.example.com/p/1", "https://app.example.com/p/1", 1]]'
+      )::json) AS e) AS v
   ON CONFLICT (contact_id, day) DO UPDATE SET
-    event_count = contacts_interaction.event_count + 1,
-    description = CASE WHEN excluded.occurred_at < contacts_interaction.occurred_at
-                       THEN excluded.description ELSE contacts_interaction.description END,
-    url = CASE WHEN excluded.occurred_at < contacts_interaction.occurred_at
-               THEN excluded.url ELSE contacts_interaction.url END,
-    occurred_at = LEAST(contacts_interaction.occurred_at, excluded.occurred_at),
-    last_occurred_at = GREATEST(contacts_interaction.last_occurred_at, excluded.last_occurred_at)
-  RETURNING event_count;
-UPDATE contacts_contact SET
-    name = 'First' || :k || ' Bench',
-    traits = '{{"email": "pgbench@example.com", "firstName": "First", "lastName": "Bench", "plan": "pro", "logins": 1}}',
-    trait_times = '{{"email": "2026-01-01T00:00:00.000000Z", "firstname": "2026-01-01T00:00:00.000000Z", "lastname": "2026-01-01T00:00:00.000000Z", "plan": "2026-01-01T00:00:00.000000Z", "logins": "2026-01-01T00:00:00.000000Z"}}',
-    closeness_log = 52000.0 + CAST(:d AS integer) / 14.0,
-    last_interaction_day = current_date - CAST(:d AS integer),
-    last_interaction_log_strength = 0.5
-  WHERE id = :contact_id;
+    event_count = contacts_interaction.event_count + excluded.event_count,
+    description = CASE WHEN excluded.occurred_at < contacts_interaction.occurred_at OR (excluded.occurred_at =
+      contacts_interaction.occurred_at AND excluded.description COLLATE "C" < contacts_interaction.description COLLATE "C")
+      THEN excluded.description ELSE contacts_interaction.description END,
+    url = CASE WHEN excluded.occurred_at < contacts_interaction.occurred_at OR (excluded.occurred_at =
+      contacts_interaction.occurred_at AND excluded.description COLLATE "C" < contacts_interaction.description COLLATE "C")
+      THEN excluded.url ELSE contacts_interaction.url END,
+    occurred_at = CASE WHEN excluded.occurred_at < contacts_interaction.occurred_at
+      THEN excluded.occurred_at ELSE contacts_interaction.occurred_at END,
+    last_occurred_at = CASE WHEN excluded.last_occurred_at > contacts_interaction.last_occurred_at
+      THEN excluded.last_occurred_at ELSE contacts_interaction.last_occurred_at END
+  RETURNING contact_id, day, event_count;
+UPDATE contacts_contact SET name = v.name, user_id = v.user_id, traits = v.traits, trait_times = v.trait_times,
+    first_seen_at = v.first_seen_at, last_interaction_day = v.last_interaction_day, closeness_log = v.closeness_log,
+    last_interaction_log_strength = v.last_interaction_log_strength
+  FROM (SELECT (e->>0)::bigint AS id, (e->>1)::text AS name, (e->>2)::text AS user_id, (e->3)::jsonb AS traits,
+      (e->4)::jsonb AS trait_times, (e->>5)::timestamptz AS first_seen_at, (e->>6)::date AS last_interaction_day,
+      (e->>7)::float8 AS closeness_log, (e->>8)::float8 AS last_interaction_log_strength
+    FROM json_array_elements(('[[' || :id || ', "First' || :k || ' Bench", "user-' || :k || '", {{"email": "pgbench' || :k
+      || '@example.com", "firstName": "First' || :k || '", "lastName": "Bench", "plan": "pro", "logins": 1}}, '
+      || '{{" user_id": "2026-01-01T00:00:00.000000Z", "email": "2026-01-01T00:00:00.000000Z", '
+      || '"firstname": "2026-01-01T00:00:00.000000Z", "lastname": "2026-01-01T00:00:00.000000Z", '
+      || '"plan": "2026-01-01T00:00:00.000000Z", "logins": "2026-01-01T00:00:00.000000Z"}}, "'
+      || (now() - CAST(:d AS integer) * interval '1 day') || '", "' || (current_date - CAST(:d AS integer)) || '", ' || (52000.0 + CAST(:d AS integer) / 14.0)
+      || ', 0.5]]')::json) AS e) AS v
+  WHERE contacts_contact.id = v.id;
 COMMIT;
 """
 
 
-def pgbench(database_url, workspace_id, *, contacts, seconds, clients=8):
+def pgbench(database_url, workspace_id, prefix, *, contacts, seconds, clients=8):
     with tempfile.NamedTemporaryFile("w", suffix=".sql", delete=False) as script:
-        script.write(PGBENCH_SCRIPT.format(contacts=contacts, workspace=workspace_id))
+        script.write(PGBENCH_SCRIPT.format(contacts=contacts, workspace=workspace_id, prefix=prefix))
     # pgbench's backends are gone when it ends: PostgreSQL's share is the machine's busy
     # time less pgbench's own.
     busy, children = _machine_busy(), resource.getrusage(resource.RUSAGE_CHILDREN)
@@ -466,6 +497,13 @@ def recreate_postgres(database_url):
     with psycopg.connect(admin, autocommit=True) as connection:
         connection.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
         connection.execute(f'CREATE DATABASE "{name}"')
+
+
+def key_prefix(database_url, workspace_id) -> str:
+    import psycopg
+
+    with psycopg.connect(database_url) as connection:
+        return connection.execute("SELECT prefix FROM ingest_apikey WHERE workspace_id = %s", [workspace_id]).fetchone()[0]
 
 
 def wait_for_port(port, seconds=30):
@@ -569,7 +607,10 @@ def main():
 
     ceiling = None
     if "pgbench" not in skip:
-        ceiling = pgbench(args.database_url, workspace_id, contacts=args.contacts, seconds=int(args.seconds))
+        ceiling = pgbench(
+            args.database_url, workspace_id, key_prefix(args.database_url, workspace_id), contacts=args.contacts,
+            seconds=int(args.seconds),
+        )
         rows.append(ceiling)
         print_table(rows[-1:])
 

@@ -282,8 +282,8 @@ def _claim_and_lock(workspace: Workspace, messages: list[SegmentMessage]) -> tup
         "SELECT %s::bigint, f.email, '', '', '{}', '{}', min(f.seen_at), %s::timestamptz "
         "FROM first_copies f JOIN claimed USING (message_id) GROUP BY f.email ORDER BY f.email "
         f"ON CONFLICT (workspace_id, email) DO UPDATE SET email = excluded.email RETURNING {_CONTACT_COLUMNS}) "
-        f"SELECT {_CONTACT_COLUMNS} FROM locked "
-        "UNION ALL SELECT NULL, message_id, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL FROM claimed"
+        "SELECT NULL, message_id, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL FROM claimed "
+        f"UNION ALL SELECT {_CONTACT_COLUMNS} FROM locked"
     )
     with prepared_cursor() as cursor:
         cursor.execute(sql, [*params, workspace.pk, now, workspace.pk, now])
