@@ -140,6 +140,13 @@ def _rows(columns: dict[str, str], rows: list[tuple]) -> tuple[str, list]:
     run, and keys repeated in every row cost more to encode. `columns` maps each name
     to its PostgreSQL type."""
     names = list(columns)
+    if connection.vendor == "postgresql" and len(rows) == 1:
+        # One row, as for a single message: typed parameters, which PostgreSQL reads for
+        # about half the CPU that parsing a one-row JSON document costs it.
+        select = ", ".join(f"%s::{kind} AS {name}" for name, kind in columns.items())
+        (row,) = rows
+        params = [json.dumps(value) if kind == "jsonb" else value for kind, value in zip(columns.values(), row)]
+        return f"(SELECT {select}) AS v", params
     if connection.vendor == "postgresql":
         select = ", ".join(
             f"(e->{position})::jsonb AS {name}" if kind == "jsonb" else f"(e->>{position})::{kind} AS {name}"
