@@ -12,10 +12,17 @@ What it does, in order:
    messages at several concurrencies (closed loop), batches of 100 and 1,000, and
    single messages offered open-loop at a fixed rate (latency measured from the
    scheduled send time, so a slow server cannot hide its queue);
-3. replays the SQL one ingest makes through pgbench (one transaction per event,
-   8 clients, random emails and days) on the same database: the ceiling;
+3. replays the SQL one ingest makes through pgbench (the statements natsite sends,
+   prepared, one transaction per event, 8 clients, random emails and days) on the same
+   database: the ceiling;
 4. times import_events (or ingest_messages in chunks of 1,000 when the command
    does not exist) on PostgreSQL and on SQLite.
+
+Each phase starts after a CHECKPOINT, so none pays for the WAL of the one before.
+Besides events/s and latencies, each row shows CPU milliseconds per event: the app's
+(gunicorn's processes), PostgreSQL's (the machine's busy time less the app's and the
+load generator's) and the load generator's share of a core. On a shared machine events/s
+move with whatever else runs; CPU per event moves much less.
 
 Messages are realistic identifies: a pool of contacts, days spread over a year,
 traits, a page URL, a unique messageId each.
@@ -175,18 +182,6 @@ def _children(pid: int) -> list[int]:
         return []
 
 
-def _postgres_pids() -> list[int]:
-    pids = []
-    for entry in os.listdir("/proc"):
-        if entry.isdigit():
-            try:
-                if open(f"/proc/{entry}/comm").read().strip() in ("postgres", "postmaster"):
-                    pids.append(int(entry))
-            except OSError:
-                continue
-    return pids
-
-
 def _machine_busy() -> float:
     """CPU seconds the whole machine spent busy (user, nice, system, irq, softirq)."""
     fields = [int(v) for v in open("/proc/stat").readline().split()[1:8]]
@@ -194,15 +189,16 @@ def _machine_busy() -> float:
 
 
 class CpuMeter:
-    """CPU seconds spent by the gunicorn workers and by PostgreSQL during a phase: per
-    event they barely move when other work on the machine steals the cores, unlike
-    events/s."""
+    """CPU seconds spent during a phase by the gunicorn workers (app) and by PostgreSQL:
+    per event they move less than events/s when other work shares the cores. PostgreSQL's
+    share is the machine's busy time less the app's and the load generator's (backends
+    come and go, so they cannot be summed one by one); on a quiet machine, the rest is
+    PostgreSQL."""
 
     server_pid = None
 
     def __init__(self):
-        self.server = self._server()
-        self.database = self._database()
+        self.server, self.machine, self.client = self._server(), _machine_busy(), time.process_time()
 
     @classmethod
     def _server(cls) -> float:
@@ -210,17 +206,24 @@ class CpuMeter:
             return 0.0
         return sum(_cpu_of(pid) for pid in [cls.server_pid, *_children(cls.server_pid)])
 
-    @staticmethod
-    def _database() -> float:
-        return sum(_cpu_of(pid) for pid in _postgres_pids())
-
     def per_event_ms(self, events: int) -> tuple[float, float]:
         if not events:
             return float("nan"), float("nan")
-        return (
-            1000 * (self._server() - self.server) / events,
-            1000 * (self._database() - self.database) / events,
-        )
+        server = self._server() - self.server
+        rest = _machine_busy() - self.machine - server - (time.process_time() - self.client)
+        return 1000 * server / events, 1000 * max(rest, 0.0) / events
+
+
+def checkpoint(database_url) -> None:
+    """Each phase starts with no checkpoint owed by the one before (a batch phase writes
+    enough WAL to make PostgreSQL checkpoint during the next)."""
+    import psycopg
+
+    try:
+        with psycopg.connect(database_url, autocommit=True) as connection:
+            connection.execute("CHECKPOINT")
+    except psycopg.Error as error:  # not a superuser: the phases simply follow each other
+        print(f"(no CHECKPOINT between phases: {error})")
 
 
 # --- load phases ----------------------------------------------------------------------
@@ -334,20 +337,20 @@ def open_loop(port, auth, messages, *, rate, seconds, clients=32):
 # --- the pgbench ceiling ----------------------------------------------------------------
 
 # The statements natsite sends for one identify that creates a new day on PostgreSQL
-# (ingest/authentication.py, ingest/services.py), as they are sent: the API-key look-up,
-# then one transaction with the claim-and-lock statement, the interaction upsert and the
-# contact write, rows as one JSON parameter; random emails and days, one transaction per
-# event, prepared (-M prepared), as natsite prepares them.
+# (ingest/authentication.py, ingest/services.py), as they are sent for a single message:
+# the API-key look-up, then one transaction with the claim-and-lock statement, the
+# interaction upsert and the contact write, each row's values as typed parameters; random
+# emails and days, one transaction per event, prepared (-M prepared), as natsite
+# prepares them.
 PGBENCH_SCRIPT = """\
 \\set k random(0, {contacts} - 1)
 \\set d random(0, 364)
 \\set m random(1, 1000000000000)
 SELECT k.*, w.* FROM ingest_apikey k JOIN contacts_workspace w ON w.id = k.workspace_id WHERE k.prefix = '{prefix}';
 BEGIN;
-WITH m AS (SELECT * FROM (SELECT (e->>0)::integer AS seq, (e->>1)::text AS message_id, (e->>2)::text AS email,
-    (e->>3)::timestamptz AS seen_at
-    FROM json_array_elements(('[[0, "pgbench-' || :client_id || '-' || :m || '", "pgbench' || :k || '@example.com", "'
-      || (now() - CAST(:d AS integer) * interval '1 day') || '"]]')::json) AS e) AS v),
+WITH m AS (SELECT * FROM (SELECT CAST(0 AS integer) AS seq, CAST('pgbench-' || :client_id || '-' || :m AS text) AS message_id,
+    CAST('pgbench' || :k || '@example.com' AS text) AS email,
+    CAST(now() - CAST(:d AS integer) * interval '1 day' AS timestamptz) AS seen_at) AS v),
   claimed AS (INSERT INTO ingest_processedmessage (workspace_id, message_id, received_at)
     SELECT DISTINCT {workspace}::bigint, message_id, now() FROM m ORDER BY message_id
     ON CONFLICT (workspace_id, message_id) DO NOTHING RETURNING message_id),
@@ -366,12 +369,11 @@ UNION ALL SELECT id, email, name, user_id, traits, trait_times, first_seen_at, l
 \\aset
 INSERT INTO contacts_interaction (workspace_id, contact_id, day, occurred_at, last_occurred_at, description, url, event_count)
   SELECT {workspace}, contact_id, day, occurred_at, last_occurred_at, description, url, event_count
-  FROM (SELECT (e->>0)::bigint AS contact_id, (e->>1)::date AS day, (e->>2)::timestamptz AS occurred_at,
-      (e->>3)::timestamptz AS last_occurred_at, (e->>4)::text AS description, (e->>5)::text AS url,
-      (e->>6)::integer AS event_count
-    FROM json_array_elements(('[[' || :id || ', "' || (current_date - CAST(:d AS integer)) || '", "' || (now() - CAST(:d AS integer) * interval '1 day')
-      || '", "' || (now() - CAST(:d AS integer) * interval '1 day') || '", "https://app.example.com/p/1", "https://app.example.com/p/1", 1]]'
-      )::json) AS e) AS v
+  FROM (SELECT CAST(:id AS bigint) AS contact_id, CAST(current_date - CAST(:d AS integer) AS date) AS day,
+      CAST(now() - CAST(:d AS integer) * interval '1 day' AS timestamptz) AS occurred_at,
+      CAST(now() - CAST(:d AS integer) * interval '1 day' AS timestamptz) AS last_occurred_at,
+      CAST('https://app.example.com/p/1' AS text) AS description, CAST('https://app.example.com/p/1' AS text) AS url,
+      CAST(1 AS integer) AS event_count) AS v
   ON CONFLICT (contact_id, day) DO UPDATE SET
     event_count = contacts_interaction.event_count + excluded.event_count,
     description = CASE WHEN excluded.occurred_at < contacts_interaction.occurred_at OR (excluded.occurred_at =
@@ -388,24 +390,66 @@ INSERT INTO contacts_interaction (workspace_id, contact_id, day, occurred_at, la
 UPDATE contacts_contact SET name = v.name, user_id = v.user_id, traits = v.traits, trait_times = v.trait_times,
     first_seen_at = v.first_seen_at, last_interaction_day = v.last_interaction_day, closeness_log = v.closeness_log,
     last_interaction_log_strength = v.last_interaction_log_strength
-  FROM (SELECT (e->>0)::bigint AS id, (e->>1)::text AS name, (e->>2)::text AS user_id, (e->3)::jsonb AS traits,
-      (e->4)::jsonb AS trait_times, (e->>5)::timestamptz AS first_seen_at, (e->>6)::date AS last_interaction_day,
-      (e->>7)::float8 AS closeness_log, (e->>8)::float8 AS last_interaction_log_strength
-    FROM json_array_elements(('[[' || :id || ', "First' || :k || ' Bench", "user-' || :k || '", {{"email": "pgbench' || :k
-      || '@example.com", "firstName": "First' || :k || '", "lastName": "Bench", "plan": "pro", "logins": 1}}, '
-      || '{{" user_id": "2026-01-01T00:00:00.000000Z", "email": "2026-01-01T00:00:00.000000Z", '
-      || '"firstname": "2026-01-01T00:00:00.000000Z", "lastname": "2026-01-01T00:00:00.000000Z", '
-      || '"plan": "2026-01-01T00:00:00.000000Z", "logins": "2026-01-01T00:00:00.000000Z"}}, "'
-      || (now() - CAST(:d AS integer) * interval '1 day') || '", "' || (current_date - CAST(:d AS integer)) || '", ' || (52000.0 + CAST(:d AS integer) / 14.0)
-      || ', 0.5]]')::json) AS e) AS v
+  FROM (SELECT CAST(:id AS bigint) AS id, CAST('First' || :k || ' Bench' AS text) AS name,
+      CAST('user-' || :k AS text) AS user_id,
+      CAST('{{"email": "pgbench' || :k || '@example.com", "firstName": "First' || :k
+        || '", "lastName": "Bench", "plan": "pro", "logins": 1}}' AS jsonb) AS traits,
+      CAST('{{" user_id": "2026-01-01T00:00:00.000000Z", "email": "2026-01-01T00:00:00.000000Z", '
+        || '"firstname": "2026-01-01T00:00:00.000000Z", "lastname": "2026-01-01T00:00:00.000000Z", '
+        || '"plan": "2026-01-01T00:00:00.000000Z", "logins": "2026-01-01T00:00:00.000000Z"}}' AS jsonb) AS trait_times,
+      CAST(now() - CAST(:d AS integer) * interval '1 day' AS timestamptz) AS first_seen_at,
+      CAST(current_date - CAST(:d AS integer) AS date) AS last_interaction_day,
+      CAST(52000.0 + CAST(:d AS integer) / 14.0 AS float8) AS closeness_log,
+      CAST(0.5 AS float8) AS last_interaction_log_strength) AS v
   WHERE contacts_contact.id = v.id;
 COMMIT;
 """
 
 
-def pgbench(database_url, workspace_id, prefix, *, contacts, seconds, clients=8):
+# The same work written as plainly as SQL allows: VALUES instead of a JSON parameter,
+# the messageId claim and the contact upsert as two statements, no API-key look-up. A
+# second ceiling, higher than natsite's own statements can reach.
+PGBENCH_PLAIN_SCRIPT = """\
+\\set k random(0, {contacts} - 1)
+\\set d random(0, 364)
+\\set m random(1, 1000000000000)
+BEGIN;
+INSERT INTO ingest_processedmessage (workspace_id, message_id, received_at)
+  VALUES ({workspace}, 'pgbench-' || :client_id || '-' || :m, now())
+  ON CONFLICT (workspace_id, message_id) DO NOTHING RETURNING id;
+INSERT INTO contacts_contact (workspace_id, email, name, user_id, traits, trait_times, first_seen_at, created_at)
+  VALUES ({workspace}, 'pgbench' || :k || '@example.com', '', 'user-' || :k, '{{}}', '{{}}', now(), now())
+  ON CONFLICT (workspace_id, email) DO UPDATE SET email = excluded.email
+  RETURNING id AS contact_id, traits, trait_times \\gset
+INSERT INTO contacts_interaction (workspace_id, contact_id, day, occurred_at, last_occurred_at, description, url, event_count)
+  VALUES ({workspace}, :contact_id, current_date - CAST(:d AS integer), now() - CAST(:d AS integer) * interval '1 day',
+          now() - CAST(:d AS integer) * interval '1 day',
+          'https://app.example.com/p/1', 'https://app.example.com/p/1', 1)
+  ON CONFLICT (contact_id, day) DO UPDATE SET
+    event_count = contacts_interaction.event_count + 1,
+    description = CASE WHEN excluded.occurred_at < contacts_interaction.occurred_at
+                       THEN excluded.description ELSE contacts_interaction.description END,
+    url = CASE WHEN excluded.occurred_at < contacts_interaction.occurred_at
+               THEN excluded.url ELSE contacts_interaction.url END,
+    occurred_at = LEAST(contacts_interaction.occurred_at, excluded.occurred_at),
+    last_occurred_at = GREATEST(contacts_interaction.last_occurred_at, excluded.last_occurred_at)
+  RETURNING event_count;
+UPDATE contacts_contact SET
+    name = 'First' || :k || ' Bench',
+    traits = '{{"email": "pgbench@example.com", "firstName": "First", "lastName": "Bench", "plan": "pro", "logins": 1}}',
+    trait_times = '{{"email": "2026-01-01T00:00:00.000000Z", "firstname": "2026-01-01T00:00:00.000000Z", "lastname": "2026-01-01T00:00:00.000000Z", "plan": "2026-01-01T00:00:00.000000Z", "logins": "2026-01-01T00:00:00.000000Z"}}',
+    closeness_log = 52000.0 + CAST(:d AS integer) / 14.0,
+    last_interaction_day = current_date - CAST(:d AS integer),
+    last_interaction_log_strength = 0.5
+  WHERE id = :contact_id;
+COMMIT;
+"""
+
+
+def pgbench(database_url, workspace_id, prefix, *, contacts, seconds, clients=8, plain=False):
     with tempfile.NamedTemporaryFile("w", suffix=".sql", delete=False) as script:
-        script.write(PGBENCH_SCRIPT.format(contacts=contacts, workspace=workspace_id, prefix=prefix))
+        template = PGBENCH_PLAIN_SCRIPT if plain else PGBENCH_SCRIPT
+        script.write(template.format(contacts=contacts, workspace=workspace_id, prefix=prefix))
     # pgbench's backends are gone when it ends: PostgreSQL's share is the machine's busy
     # time less pgbench's own.
     busy, children = _machine_busy(), resource.getrusage(resource.RUSAGE_CHILDREN)
@@ -424,7 +468,7 @@ def pgbench(database_url, workspace_id, prefix, *, contacts, seconds, clients=8)
     database = _machine_busy() - busy - client
     latency = re.search(r"latency average = ([\d.]+) ms", done.stdout)
     return {
-        "phase": f"pgbench, {clients} clients",
+        "phase": f"pgbench {'plain SQL' if plain else 'natsite SQL'}, {clients} clients",
         "events_per_s": tps,
         "avg_ms": float(latency.group(1)) if latency else None,
         "database_cpu_ms": 1000 * database / transactions,
@@ -534,7 +578,7 @@ def machine() -> str:
 def print_table(rows):
     print(
         f"{'phase':34} {'events/s':>9} {'p50 ms':>8} {'p95 ms':>8} {'p99 ms':>8} {'SQL/event':>9}"
-        f" {'app CPU':>8} {'db CPU':>8} {'gen CPU':>8}  errors"
+        f" {'app CPU':>8} {'PG CPU':>8} {'gen CPU':>8}  errors"
     )
     for row in rows:
         if "p50_ms" not in row:
@@ -592,13 +636,16 @@ def main():
         closed_loop(args.port, auth, messages, size=1, concurrency=4, seconds=2)  # warm-up: connections, imports
         if "single" not in skip:
             for concurrency in [int(c) for c in args.concurrency.split(",")]:
+                checkpoint(args.database_url)
                 rows.append(closed_loop(args.port, auth, messages, size=1, concurrency=concurrency, seconds=args.seconds))
                 print_table(rows[-1:])
         if "batch" not in skip:
             for size, concurrency in ((100, 4), (1000, 4)):
+                checkpoint(args.database_url)
                 rows.append(closed_loop(args.port, auth, messages, size=size, concurrency=concurrency, seconds=args.seconds))
                 print_table(rows[-1:])
         if "open" not in skip:
+            checkpoint(args.database_url)
             rows.append(open_loop(args.port, auth, messages, rate=args.rate, seconds=args.seconds))
             print_table(rows[-1:])
     finally:
@@ -606,12 +653,18 @@ def main():
         server.wait(timeout=30)
 
     ceiling = None
+    plain_ceiling = None
     if "pgbench" not in skip:
-        ceiling = pgbench(
-            args.database_url, workspace_id, key_prefix(args.database_url, workspace_id), contacts=args.contacts,
-            seconds=int(args.seconds),
-        )
+        prefix = key_prefix(args.database_url, workspace_id)
+        checkpoint(args.database_url)
+        ceiling = pgbench(args.database_url, workspace_id, prefix, contacts=args.contacts, seconds=int(args.seconds))
         rows.append(ceiling)
+        print_table(rows[-1:])
+        checkpoint(args.database_url)
+        plain_ceiling = pgbench(
+            args.database_url, workspace_id, prefix, contacts=args.contacts, seconds=int(args.seconds), plain=True
+        )
+        rows.append(plain_ceiling)
         print_table(rows[-1:])
 
     imports = []
@@ -638,9 +691,12 @@ def main():
     singles = [r for r in rows if r["phase"].startswith("single")]
     if ceiling and singles:
         best = max(singles, key=lambda r: r["events_per_s"])
-        print(f"\nceiling (pgbench): {ceiling['events_per_s']:.0f} events/s; best single-message natsite:"
-              f" {best['events_per_s']:.0f} events/s ({best['phase']});"
+        print(f"\nceiling (pgbench, natsite's statements): {ceiling['events_per_s']:.0f} events/s; best single-message"
+              f" natsite: {best['events_per_s']:.0f} events/s ({best['phase']});"
               f" ratio natsite ÷ ceiling = {best['events_per_s'] / ceiling['events_per_s']:.0%}")
+        if plain_ceiling:
+            print(f"ceiling (pgbench, plain SQL): {plain_ceiling['events_per_s']:.0f} events/s;"
+                  f" ratio natsite ÷ plain ceiling = {best['events_per_s'] / plain_ceiling['events_per_s']:.0%}")
     print(f"machine after the run: {machine()}")
     if args.json:
         Path(args.json).write_text(json.dumps({"machine": machine(), "rows": rows}, indent=2, default=str))
