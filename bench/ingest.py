@@ -35,6 +35,7 @@ import os
 import random
 import re
 import resource
+import shutil
 import socket
 import subprocess
 import sys
@@ -296,6 +297,107 @@ def closed_loop(port, auth, messages, *, size, concurrency, seconds):
     elapsed, cpu = time.perf_counter() - start, time.process_time() - cpu0
     label = "single" if size == 1 else f"batch {size}"
     return summarize(f"{label}, {concurrency} clients", tally, elapsed, cpu, meter)
+
+
+# wrk (a C load generator, Debian's package) sends the single messages when it is
+# installed: one Python process with many client threads spends more time on its own
+# GIL than the server takes to answer, and caps what it measures.
+WRK_SCRIPT = """
+math.randomseed(os.time() + {seed})
+local run = "{run}"
+local counter = 0
+-- globals, so that done() can read each thread's with thread:get()
+queries = 0
+created = 0
+wrk.method = "POST"
+wrk.headers["Content-Type"] = "application/json"
+wrk.headers["Authorization"] = "{auth}"
+local plans = {{"free", "starter", "pro", "enterprise"}}
+local now = {now}
+
+setup = function(thread)
+  thread:set("id", tostring(thread))
+  table.insert(threads, thread)
+end
+
+init = function(args)
+  run = run .. "-" .. id
+end
+
+request = function()
+  counter = counter + 1
+  local k = math.random(0, {contacts} - 1)
+  local moment = now - math.random(0, 365 * 86400 - 1)
+  local body = string.format(
+    '{{"type":"identify","messageId":"bench-%s-%d","userId":"user-%d","timestamp":"%s",'
+    .. '"traits":{{"email":"contact%d@example.com","firstName":"First%d","lastName":"Bench","plan":"%s","logins":%d}},'
+    .. '"context":{{"page":{{"url":"https://app.example.com/p/%d"}},"library":{{"name":"bench"}}}}}}',
+    run, counter, k, os.date("!%Y-%m-%dT%H:%M:%S.000Z", moment), k, k, plans[k % 4 + 1], counter, counter % 97)
+  return wrk.format(nil, "/ingest/segment", nil, body)
+end
+
+response = function(status, headers, body)
+  if status == 200 then
+    created = created + 1
+    queries = queries + tonumber(headers["X-Queries"] or "0")
+  end
+end
+
+threads = {{}}
+
+done = function(summary, latency, requests)
+  local ok, sql = 0, 0
+  for _, thread in ipairs(threads) do
+    ok = ok + thread:get("created")
+    sql = sql + thread:get("queries")
+  end
+  io.write(string.format("RESULT ok=%d sql=%d requests=%d micros=%d p50=%d p95=%d p99=%d\\n",
+    ok, sql, summary.requests, summary.duration, latency:percentile(50), latency:percentile(95), latency:percentile(99)))
+end
+"""
+
+
+def wrk_available() -> bool:
+    return shutil.which("wrk") is not None
+
+
+def closed_loop_wrk(port, auth, *, contacts, concurrency, seconds):
+    """Single messages from wrk, `concurrency` connections, each sending again as soon as
+    its answer arrives."""
+    with tempfile.NamedTemporaryFile("w", suffix=".lua", delete=False) as script:
+        script.write(WRK_SCRIPT.format(
+            seed=concurrency, run=uuid.uuid4().hex[:8], auth=auth, contacts=contacts, now=int(time.time()),
+        ))
+    meter, children = CpuMeter(), resource.getrusage(resource.RUSAGE_CHILDREN)
+    try:
+        done = subprocess.run(
+            ["wrk", "-t", str(min(2, concurrency)), "-c", str(concurrency), "-d", f"{seconds:g}s", "-s", script.name,
+             f"http://127.0.0.1:{port}"],
+            capture_output=True, text=True, check=True,
+        )
+    finally:
+        os.unlink(script.name)
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    found = dict(re.findall(r"(\w+)=(\d+)", re.search(r"RESULT (.*)", done.stdout).group(1)))
+    ok, elapsed = int(found["ok"]), int(found["micros"]) / 1e6
+    requests = int(found["requests"])
+    server_ms, database_ms = meter.per_event_ms(ok)
+    # The load generator's CPU is counted in PostgreSQL's share by per_event_ms (it is a
+    # child process): take it out again.
+    generator = after.ru_utime + after.ru_stime - children.ru_utime - children.ru_stime
+    return {
+        "phase": f"single, {concurrency} clients (wrk)",
+        "events_per_s": ok / elapsed,
+        "requests": requests,
+        "p50_ms": int(found["p50"]) / 1000,
+        "p95_ms": int(found["p95"]) / 1000,
+        "p99_ms": int(found["p99"]) / 1000,
+        "queries_per_event": int(found["sql"]) / ok if ok else float("nan"),
+        "errors": {f"{requests - ok} not 200": requests - ok} if requests != ok else {},
+        "loadgen_cpu_pct": 100 * generator / elapsed,
+        "server_cpu_ms": server_ms,
+        "database_cpu_ms": max(database_ms - 1000 * generator / ok, 0.0) if ok else float("nan"),
+    }
 
 
 def open_loop(port, auth, messages, *, rate, seconds, clients=32):
@@ -606,10 +708,15 @@ def main():
     parser.add_argument("--import-events", type=int, default=50000, help="events in the import file")
     parser.add_argument("--skip", default="", help="comma-separated: single,batch,open,pgbench,import")
     parser.add_argument("--json", help="also write the figures to this file")
+    parser.add_argument("--python-client", action="store_true", help="send single messages from Python even with wrk")
     args = parser.parse_args()
     skip = set(filter(None, args.skip.split(",")))
 
     print(f"machine: {machine()}")
+    use_wrk = wrk_available() and not args.python_client
+    if not use_wrk:
+        print("single messages from this script's Python client" + ("" if args.python_client else
+              " (install wrk, Debian's package, for figures a Python client cannot cap)"))
     slug = "bench"
     env = {
         **os.environ,
@@ -637,7 +744,14 @@ def main():
         if "single" not in skip:
             for concurrency in [int(c) for c in args.concurrency.split(",")]:
                 checkpoint(args.database_url)
-                rows.append(closed_loop(args.port, auth, messages, size=1, concurrency=concurrency, seconds=args.seconds))
+                if use_wrk:
+                    rows.append(closed_loop_wrk(
+                        args.port, auth, contacts=args.contacts, concurrency=concurrency, seconds=args.seconds,
+                    ))
+                else:
+                    rows.append(closed_loop(
+                        args.port, auth, messages, size=1, concurrency=concurrency, seconds=args.seconds,
+                    ))
                 print_table(rows[-1:])
         if "batch" not in skip:
             for size, concurrency in ((100, 4), (1000, 4)):
