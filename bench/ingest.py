@@ -36,6 +36,7 @@ import random
 import re
 import resource
 import shutil
+import statistics
 import socket
 import subprocess
 import sys
@@ -695,6 +696,35 @@ def print_table(rows):
         )
 
 
+def ratio_rounds(args, auth, workspace_id, messages, use_wrk):
+    """The single-message ratio, N times: each round takes natsite's best single-message
+    rate over the concurrencies, then both pgbench ceilings, back to back, so that a
+    machine whose speed drifts is compared with itself. Prints each round and the medians."""
+    prefix = key_prefix(args.database_url, workspace_id)
+    ratios, plain_ratios = [], []
+    for round_number in range(1, args.ratio_rounds + 1):
+        best = 0.0
+        for concurrency in [int(c) for c in args.concurrency.split(",")]:
+            checkpoint(args.database_url)
+            if use_wrk:
+                row = closed_loop_wrk(args.port, auth, contacts=args.contacts, concurrency=concurrency, seconds=args.seconds)
+            else:
+                row = closed_loop(args.port, auth, messages, size=1, concurrency=concurrency, seconds=args.seconds)
+            best = max(best, row["events_per_s"])
+        checkpoint(args.database_url)
+        own = pgbench(args.database_url, workspace_id, prefix, contacts=args.contacts, seconds=int(args.seconds))
+        checkpoint(args.database_url)
+        plain = pgbench(
+            args.database_url, workspace_id, prefix, contacts=args.contacts, seconds=int(args.seconds), plain=True
+        )
+        ratios.append(best / own["events_per_s"])
+        plain_ratios.append(best / plain["events_per_s"])
+        print(f"round {round_number}: natsite {best:.0f}/s; ceilings {own['events_per_s']:.0f} (natsite's SQL),"
+              f" {plain['events_per_s']:.0f} (plain); ratios {ratios[-1]:.0%}, {plain_ratios[-1]:.0%}")
+    print(f"median ratio over {len(ratios)} rounds: {statistics.median(ratios):.0%} of natsite's statements,"
+          f" {statistics.median(plain_ratios):.0%} of plain SQL")
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--database-url", default=os.environ.get("BENCH_DATABASE_URL", DEFAULT_DB))
@@ -709,6 +739,10 @@ def main():
     parser.add_argument("--skip", default="", help="comma-separated: single,batch,open,pgbench,import")
     parser.add_argument("--json", help="also write the figures to this file")
     parser.add_argument("--python-client", action="store_true", help="send single messages from Python even with wrk")
+    parser.add_argument(
+        "--ratio-rounds", type=int, default=0,
+        help="then measure the single-message ratio this many times, natsite and pgbench back to back each round",
+    )
     args = parser.parse_args()
     skip = set(filter(None, args.skip.split(",")))
 
@@ -762,6 +796,8 @@ def main():
             checkpoint(args.database_url)
             rows.append(open_loop(args.port, auth, messages, rate=args.rate, seconds=args.seconds))
             print_table(rows[-1:])
+        if args.ratio_rounds:
+            ratio_rounds(args, auth, workspace_id, messages, use_wrk)
     finally:
         server.terminate()
         server.wait(timeout=30)
