@@ -35,8 +35,8 @@ from django.utils import timezone
 from contacts import closeness
 from contacts.models import Contact, Interaction, Workspace
 from ingest.models import ProcessedMessage, RejectedMessage
-from natsite.db import prepared_cursor
 from ingest.serializers import MessageRejected, SegmentMessage, fold, normalize
+from natsite.db import prepared_cursor
 
 # trait_times' entry for userId; fold() never yields a leading space, so no trait clashes.
 USER_ID_TIME = " user_id"
@@ -236,6 +236,17 @@ _CONTACT_COLUMNS = (
 )
 
 
+def _contact_lock_sql(select: str) -> str:
+    """INSERT the contacts that `select` yields (workspace id, email, first seen, created at:
+    the other columns start empty), or lock the ones that exist; RETURNING every row."""
+    return (
+        f"INSERT INTO {_table(Contact)} "
+        "(workspace_id, email, name, user_id, traits, trait_times, first_seen_at, created_at) "
+        f"{select} ON CONFLICT (workspace_id, email) DO UPDATE SET email = excluded.email "
+        f"RETURNING {_CONTACT_COLUMNS}"
+    )
+
+
 def _locked_contacts(rows) -> dict[str, _LockedContact]:
     zone = dt.timezone.utc if connection.timezone_name == "UTC" else connection.timezone
     return {
@@ -256,22 +267,31 @@ def _lock_contacts(workspace: Workspace, first_seen: dict[str, dt.datetime]) -> 
         {"email": "text", "first_seen_at": "timestamptz"},
         [(email, adapt_time(first_seen[email])) for email in sorted(first_seen)],
     )
-    sql = (
-        f"INSERT INTO {_table(Contact)} "
-        "(workspace_id, email, name, user_id, traits, trait_times, first_seen_at, created_at) "
-        f"SELECT %s, email, '', '', '{{}}', '{{}}', first_seen_at, %s FROM {source} WHERE true "
-        f"ON CONFLICT (workspace_id, email) DO UPDATE SET email = excluded.email RETURNING {_CONTACT_COLUMNS}"
-    )
+    sql = _contact_lock_sql(f"SELECT %s, email, '', '', '{{}}', '{{}}', first_seen_at, %s FROM {source} WHERE true")
     with prepared_cursor() as cursor:
         cursor.execute(sql, [workspace.pk, created_at, *params])
         return _locked_contacts(cursor.fetchall())
 
 
 def _claim_and_lock(workspace: Workspace, messages: list[SegmentMessage]) -> tuple[set[str], dict[str, _LockedContact]]:
-    """PostgreSQL: _claim_message_ids and _lock_contacts in one statement, one round trip
-    instead of two. The contacts created or locked are those of the messages whose
-    messageId this chunk claimed (a message's first copy in the chunk), each first seen at
-    its earliest such message. Returns (claimed messageIds, locked contacts)."""
+    """Claim the chunk's messageIds and create or lock the contacts of the messages it
+    claimed (a message's first copy in the chunk), each first seen at its earliest such
+    message. Returns (claimed messageIds, locked contacts by email)."""
+    if connection.vendor == "postgresql":
+        return _claim_and_lock_in_one(workspace, messages)
+    claimed = _claim_message_ids(workspace, [message.message_id for message in messages])
+    first_seen, copied = {}, set()
+    for message in messages:
+        if message.message_id in claimed and message.message_id not in copied:
+            copied.add(message.message_id)
+            if message.email not in first_seen or message.timestamp < first_seen[message.email]:
+                first_seen[message.email] = message.timestamp
+    return claimed, _lock_contacts(workspace, first_seen) if first_seen else {}
+
+
+def _claim_and_lock_in_one(workspace, messages) -> tuple[set[str], dict[str, _LockedContact]]:
+    """PostgreSQL: _claim_message_ids and _lock_contacts in one statement (a data-modifying
+    WITH), one round trip instead of two; SQLite cannot put an INSERT in a WITH clause."""
     now = timezone.now()
     source, params = _rows(
         {"seq": "integer", "message_id": "text", "email": "text", "seen_at": "timestamptz"},
@@ -284,11 +304,12 @@ def _claim_and_lock(workspace: Workspace, messages: list[SegmentMessage]) -> tup
         "ON CONFLICT (workspace_id, message_id) DO NOTHING RETURNING message_id), "
         "first_copies AS (SELECT DISTINCT ON (message_id) message_id, email, seen_at FROM m "
         "ORDER BY message_id, seq), "
-        f"locked AS (INSERT INTO {_table(Contact)} "
-        "(workspace_id, email, name, user_id, traits, trait_times, first_seen_at, created_at) "
-        "SELECT %s::bigint, f.email, '', '', '{}', '{}', min(f.seen_at), %s::timestamptz "
-        "FROM first_copies f JOIN claimed USING (message_id) GROUP BY f.email ORDER BY f.email "
-        f"ON CONFLICT (workspace_id, email) DO UPDATE SET email = excluded.email RETURNING {_CONTACT_COLUMNS}) "
+        "locked AS ("
+        + _contact_lock_sql(
+            "SELECT %s::bigint, f.email, '', '', '{}', '{}', min(f.seen_at), %s::timestamptz "
+            "FROM first_copies f JOIN claimed USING (message_id) GROUP BY f.email ORDER BY f.email"
+        )
+        + ") "
         "SELECT NULL, message_id, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL FROM claimed "
         f"UNION ALL SELECT {_CONTACT_COLUMNS} FROM locked"
     )
@@ -425,11 +446,7 @@ def _record_identifies(workspace: Workspace, messages: list[SegmentMessage]) -> 
     days_of = [message.timestamp.astimezone(tzinfo).date() for message in messages]
     results: list[Result | None] = [None] * len(messages)
 
-    postgres = connection.vendor == "postgresql"
-    if postgres:
-        claimed, contacts = _claim_and_lock(workspace, messages)
-    else:
-        claimed = _claim_message_ids(workspace, [message.message_id for message in messages])
+    claimed, contacts = _claim_and_lock(workspace, messages)
     fresh = []
     for index, message in enumerate(messages):
         if message.message_id in claimed:
@@ -439,14 +456,6 @@ def _record_identifies(workspace: Workspace, messages: list[SegmentMessage]) -> 
             results[index] = Result(status="duplicate", email=message.email, day=days_of[index])
     if not fresh:
         return results
-
-    if not postgres:
-        first_seen = {}
-        for index in fresh:
-            message = messages[index]
-            if message.email not in first_seen or message.timestamp < first_seen[message.email]:
-                first_seen[message.email] = message.timestamp
-        contacts = _lock_contacts(workspace, first_seen)
 
     changed = set()
     days: dict[tuple[int, dt.date], _DayMerge] = {}
