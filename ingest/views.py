@@ -215,7 +215,6 @@ class SegmentWebhook(APIView):
 
     def dispatch(self, request, *args, **kwargs):
         if request.method == "POST":
-            self.request = request
             return self.post(request)
         return super().dispatch(request, *args, **kwargs)
 
