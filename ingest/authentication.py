@@ -7,6 +7,7 @@ import datetime as dt
 import functools
 import hmac
 import re
+import weakref
 
 from django.db import DEFAULT_DB_ALIAS, connection, connections
 from django.utils import timezone
@@ -75,6 +76,23 @@ def _converters(model, alias, db) -> list[tuple[str, list]]:
     return out
 
 
+# Per connection object (one per thread): the converters of the look-up's two models,
+# worked out on its first request rather than on every one.
+_row_converters = weakref.WeakKeyDictionary()
+
+
+def _key_and_workspace_converters(db):
+    try:
+        return _row_converters[db]
+    except KeyError:
+        converters = (
+            _converters(ApiKey, ApiKey._meta.db_table, db),
+            _converters(Workspace, Workspace._meta.db_table, db),
+        )
+        _row_converters[db] = converters
+        return converters
+
+
 def _from_row(model, values, converters, db):
     """A model instance from raw column values, converted as the ORM converts them."""
     converted = []
@@ -100,8 +118,7 @@ def keys_with_prefix(prefix: str) -> list[ApiKey]:
     rows = first_statement(look_up)
     if not rows:
         return []
-    key_converters = _converters(ApiKey, ApiKey._meta.db_table, db)
-    workspace_converters = _converters(Workspace, Workspace._meta.db_table, db)
+    key_converters, workspace_converters = _key_and_workspace_converters(db)
     split = len(key_converters)
     keys = []
     for row in rows:
