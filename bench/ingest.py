@@ -195,12 +195,22 @@ class CpuMeter:
     per event they move less than events/s when other work shares the cores. PostgreSQL's
     share is the machine's busy time less the app's and the load generator's (backends
     come and go, so they cannot be summed one by one); on a quiet machine, the rest is
-    PostgreSQL."""
+    PostgreSQL. The load generator is this process and the ones it ran to the end
+    meanwhile (wrk, pgbench)."""
 
     server_pid = None
 
     def __init__(self):
-        self.server, self.machine, self.client = self._server(), _machine_busy(), time.process_time()
+        self.server, self.machine, self.client = self._server(), _machine_busy(), self._generator()
+
+    @staticmethod
+    def _generator() -> float:
+        children = resource.getrusage(resource.RUSAGE_CHILDREN)
+        return time.process_time() + children.ru_utime + children.ru_stime
+
+    def generator_seconds(self) -> float:
+        """CPU seconds of the load generator since the meter started."""
+        return self._generator() - self.client
 
     @classmethod
     def _server(cls) -> float:
@@ -212,7 +222,7 @@ class CpuMeter:
         if not events:
             return float("nan"), float("nan")
         server = self._server() - self.server
-        rest = _machine_busy() - self.machine - server - (time.process_time() - self.client)
+        rest = _machine_busy() - self.machine - server - self.generator_seconds()
         return 1000 * server / events, 1000 * max(rest, 0.0) / events
 
 
@@ -369,7 +379,7 @@ def closed_loop_wrk(port, auth, *, contacts, concurrency, seconds):
         script.write(WRK_SCRIPT.format(
             seed=concurrency, run=uuid.uuid4().hex[:8], auth=auth, contacts=contacts, now=int(time.time()),
         ))
-    meter, children = CpuMeter(), resource.getrusage(resource.RUSAGE_CHILDREN)
+    meter = CpuMeter()
     try:
         done = subprocess.run(
             ["wrk", "-t", str(min(2, concurrency)), "-c", str(concurrency), "-d", f"{seconds:g}s", "-s", script.name,
@@ -378,14 +388,10 @@ def closed_loop_wrk(port, auth, *, contacts, concurrency, seconds):
         )
     finally:
         os.unlink(script.name)
-    after = resource.getrusage(resource.RUSAGE_CHILDREN)
     found = dict(re.findall(r"(\w+)=(\d+)", re.search(r"RESULT (.*)", done.stdout).group(1)))
     ok, elapsed = int(found["ok"]), int(found["micros"]) / 1e6
     requests = int(found["requests"])
     server_ms, database_ms = meter.per_event_ms(ok)
-    # The load generator's CPU is counted in PostgreSQL's share by per_event_ms (it is a
-    # child process): take it out again.
-    generator = after.ru_utime + after.ru_stime - children.ru_utime - children.ru_stime
     return {
         "phase": f"single, {concurrency} clients (wrk)",
         "events_per_s": ok / elapsed,
@@ -395,9 +401,9 @@ def closed_loop_wrk(port, auth, *, contacts, concurrency, seconds):
         "p99_ms": int(found["p99"]) / 1000,
         "queries_per_event": int(found["sql"]) / ok if ok else float("nan"),
         "errors": {f"{requests - ok} not 200": requests - ok} if requests != ok else {},
-        "loadgen_cpu_pct": 100 * generator / elapsed,
+        "loadgen_cpu_pct": 100 * meter.generator_seconds() / elapsed,
         "server_cpu_ms": server_ms,
-        "database_cpu_ms": max(database_ms - 1000 * generator / ok, 0.0) if ok else float("nan"),
+        "database_cpu_ms": database_ms,
     }
 
 
@@ -553,9 +559,7 @@ def pgbench(database_url, workspace_id, prefix, *, contacts, seconds, clients=8,
     with tempfile.NamedTemporaryFile("w", suffix=".sql", delete=False) as script:
         template = PGBENCH_PLAIN_SCRIPT if plain else PGBENCH_SCRIPT
         script.write(template.format(contacts=contacts, workspace=workspace_id, prefix=prefix))
-    # pgbench's backends are gone when it ends: PostgreSQL's share is the machine's busy
-    # time less pgbench's own.
-    busy, children = _machine_busy(), resource.getrusage(resource.RUSAGE_CHILDREN)
+    meter = CpuMeter()  # pgbench is the load generator; the app is stopped by now
     try:
         done = subprocess.run(
             ["pgbench", "-n", "-M", "prepared", "-c", str(clients), "-j", "2", "-T", str(seconds), "-f", script.name,
@@ -566,16 +570,13 @@ def pgbench(database_url, workspace_id, prefix, *, contacts, seconds, clients=8,
         os.unlink(script.name)
     tps = float(re.search(r"tps = ([\d.]+)", done.stdout).group(1))
     transactions = int(re.search(r"number of transactions actually processed: (\d+)", done.stdout).group(1))
-    after = resource.getrusage(resource.RUSAGE_CHILDREN)
-    client = after.ru_utime + after.ru_stime - children.ru_utime - children.ru_stime
-    database = _machine_busy() - busy - client
     latency = re.search(r"latency average = ([\d.]+) ms", done.stdout)
     return {
         "phase": f"pgbench {'plain SQL' if plain else 'natsite SQL'}, {clients} clients",
         "events_per_s": tps,
         "avg_ms": float(latency.group(1)) if latency else None,
-        "database_cpu_ms": 1000 * database / transactions,
-        "client_cpu_ms": 1000 * client / transactions,
+        "database_cpu_ms": meter.per_event_ms(transactions)[1],
+        "client_cpu_ms": 1000 * meter.generator_seconds() / transactions,
     }
 
 
