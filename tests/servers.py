@@ -18,11 +18,12 @@ GUNICORN = Path(sys.executable).with_name("gunicorn")
 
 
 @contextlib.contextmanager
-def gunicorn(*, port: int, env: dict, workers: int = 2):
-    """Runs `gunicorn natsite.wsgi` on 127.0.0.1:port with `env` added to this process's environment."""
+def gunicorn(*, port: int, env: dict, workers: int = 2, options=()):
+    """Runs `gunicorn natsite.wsgi` on 127.0.0.1:port with `env` added to this process's
+    environment; `options`: more gunicorn command-line options."""
     log = open(f"/tmp/natsite-test-gunicorn-{port}.log", "wb")
     server = subprocess.Popen(
-        [str(GUNICORN), "natsite.wsgi", "-w", str(workers), "-b", f"127.0.0.1:{port}", "--timeout", "30"],
+        [str(GUNICORN), "natsite.wsgi", "-w", str(workers), "-b", f"127.0.0.1:{port}", "--timeout", "30", *options],
         cwd=ROOT,
         env={**os.environ, "DEBUG": "false", **env},
         start_new_session=True,

@@ -80,12 +80,12 @@ def test_a_crash_logs_and_mails_no_key(settings, api_key, monkeypatch, logs):
 def test_gunicorns_access_log_leaves_out_the_basic_auth_user_name_which_is_the_key(tmp_path):
     """gunicorn's default access log prints the Basic user name; gunicorn.conf.py's does not."""
     import os
-    import socket
     import subprocess
     import sys
-    import time
     import urllib.request
     from pathlib import Path
+
+    from tests.servers import gunicorn
 
     root = Path(__file__).resolve().parent.parent
     env = {key: value for key, value in os.environ.items() if key != "DJANGO_SETTINGS_MODULE"}
@@ -101,20 +101,7 @@ def test_gunicorns_access_log_leaves_out_the_basic_auth_user_name_which_is_the_k
     raw_key = manage("createworkspace", "Logs", "--slug", "logs").strip().splitlines()[-1]
     access_log = tmp_path / "access.log"
     port = 8118
-    server = subprocess.Popen(
-        [sys.executable, "-m", "gunicorn", "natsite.wsgi", "--bind", f"127.0.0.1:{port}", "--workers", "1",
-         "--access-logfile", str(access_log)],
-        cwd=root, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-    )
-    try:
-        deadline = time.monotonic() + 30
-        while True:
-            try:
-                socket.create_connection(("127.0.0.1", port), timeout=0.5).close()
-                break
-            except OSError:
-                assert server.poll() is None and time.monotonic() < deadline, "gunicorn did not start"
-                time.sleep(0.1)
+    with gunicorn(port=port, env=env, workers=1, options=["--access-logfile", str(access_log)]):
         token = base64.b64encode(f"{raw_key}:".encode()).decode()
         request = urllib.request.Request(
             f"http://127.0.0.1:{port}/ingest/segment",
@@ -123,9 +110,6 @@ def test_gunicorns_access_log_leaves_out_the_basic_auth_user_name_which_is_the_k
         )
         with urllib.request.urlopen(request, timeout=10) as response:
             assert response.status == 200
-    finally:
-        server.terminate()
-        server.wait(timeout=10)
     logged = access_log.read_text()
     assert '"POST /ingest/segment HTTP/1.1" 200' in logged
     assert_not_leaked(logged, raw_key)
