@@ -35,3 +35,13 @@ def open_page(page, url):
     page.wait_for_load_state("load")
     assert response.status == 200, f"{url}: {response.status}"
     return response
+
+
+def signs_in_over_http(settings, user, password):
+    """Ready `user` to sign in through the live server, which speaks plain http: the
+    session and CSRF cookies must travel over it; the password is hashed quickly."""
+    settings.SESSION_COOKIE_SECURE = False
+    settings.CSRF_COOKIE_SECURE = False
+    settings.PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
+    user.set_password(password)
+    user.save()

@@ -13,7 +13,7 @@ import pytest
 from django.utils import timezone
 
 from ingest.models import ApiKey
-from tests.browser import BROWSER_MARKS, SCREENSHOTS
+from tests.browser import BROWSER_MARKS, SCREENSHOTS, signs_in_over_http
 
 PASSWORD = "a founder's long passphrase"
 
@@ -22,11 +22,7 @@ pytestmark = BROWSER_MARKS
 
 @pytest.fixture
 def staff_member(settings, alice):
-    # The live server speaks plain http: the cookies must travel over it.
-    settings.SESSION_COOKIE_SECURE = False
-    settings.CSRF_COOKIE_SECURE = False
-    alice.set_password(PASSWORD)
-    alice.save()
+    signs_in_over_http(settings, alice, PASSWORD)
     return alice
 
 

@@ -7,7 +7,7 @@ import datetime as dt
 import pytest
 
 from contacts.models import Contact
-from tests.browser import BROWSER_MARKS, open_page
+from tests.browser import BROWSER_MARKS, open_page, signs_in_over_http
 from tests.factories import ContactFactory, InteractionFactory, api_key_for
 
 PASSWORD = "correct horse battery staple"
@@ -25,13 +25,8 @@ document.addEventListener("securitypolicyviolation", (event) => {
 
 @pytest.fixture
 def founder(settings, alice, workspace):
-    # The live server speaks plain http; the cookies must travel over it in this test.
-    settings.SESSION_COOKIE_SECURE = False
-    settings.CSRF_COOKIE_SECURE = False
-    settings.PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
-    alice.set_password(PASSWORD)
     alice.is_staff = True
-    alice.save()
+    signs_in_over_http(settings, alice, PASSWORD)
     today = dt.date.today()
     contact = ContactFactory(workspace=workspace, email="ada@example.com", name="Ada Lovelace",
                              traits={"plan": "pro", "company": "Analytical Engines"})

@@ -8,7 +8,7 @@ import datetime as dt
 
 import pytest
 
-from tests.browser import BROWSER_MARKS, SCREENSHOTS, open_page
+from tests.browser import BROWSER_MARKS, SCREENSHOTS, open_page, signs_in_over_http
 from tests.factories import ContactFactory, contact_with_days
 
 PASSWORD = "a founder's long passphrase"
@@ -21,12 +21,7 @@ pytestmark = BROWSER_MARKS
 @pytest.fixture
 def founder(settings, alice, workspace):
     """Alice, with a workspace whose contacts sit at every level."""
-    # The live server speaks plain http: the session cookie must travel over it.
-    settings.SESSION_COOKIE_SECURE = False
-    settings.CSRF_COOKIE_SECURE = False
-    settings.PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
-    alice.set_password(PASSWORD)
-    alice.save()
+    signs_in_over_http(settings, alice, PASSWORD)
     today = workspace.today()
     ada = contact_with_days(
         workspace,
