@@ -5,18 +5,23 @@ A single message and a batch of thousands take the same few statements, in one
 transaction per chunk of up to CHUNK_MESSAGES identifies:
 1. claim the messageIds in ProcessedMessage (INSERT ... ON CONFLICT DO NOTHING
    RETURNING): a message already processed, or a second copy in the chunk, changes nothing;
-2. upsert the contacts of the claimed messages (INSERT ... ON CONFLICT DO UPDATE
-   RETURNING), which also locks their rows, so concurrent chunks touching one contact are
-   applied one after another and closeness_log stays exact; on PostgreSQL 1 and 2 are
-   one statement (data-modifying WITH), on SQLite two;
-3. merge the chunk's messages per (contact, day) in Python, then add them to the
-   interactions in one upsert whose RETURNING tells which days are new;
-4. write the contacts' merged traits, first_seen_at, last day and closeness_log in one
-   UPDATE ... FROM (VALUES ...).
-On PostgreSQL the statements are prepared once per connection (natsite/db.py).
-The outcome is the one of recording the messages one at a time, in order (the
-earliest message defines a day, the newest trait wins); a delete request splits the
-chunk and runs alone, between the messages around it.
+   then read and lock the existing contacts of the claimed messages (SELECT ... FOR NO KEY
+   UPDATE), so concurrent chunks touching one contact are applied one after another and
+   closeness_log stays exact; on PostgreSQL this is one statement (data-modifying WITH);
+2. merge the chunk's messages per contact and per (contact, day) in Python; a contact that
+   does not exist yet is then inserted whole (traits, days and closeness: every one of its
+   days is new), so it is written once, not inserted and then updated;
+3. add the messages to the interactions in one upsert whose RETURNING tells which days
+   are new; on PostgreSQL the new contacts' INSERT is part of this statement;
+4. write the existing contacts' merged traits, first_seen_at, last day and closeness_log in
+   one UPDATE ... FROM (VALUES ...).
+A contact that a concurrent chunk creates between 1 and 3 makes this chunk start again
+(it then finds the contact and locks it). On PostgreSQL the statements are prepared once
+per connection (natsite/db.py), but for the claim-and-lock, planned for each execution: its
+look-up of contacts by email is the one statement whose best plan depends on how many
+contacts there are. The outcome is the one of recording the messages one at
+a time, in order (the earliest message defines a day, the newest trait wins); a delete
+request splits the chunk and runs alone, between the messages around it.
 """
 
 import datetime as dt
@@ -216,9 +221,10 @@ def _claim_message_ids(workspace: Workspace, message_ids) -> set[str]:
 
 @dataclass(slots=True)
 class _LockedContact:
-    """A contact row as locked for a chunk: what the chunk reads and writes back."""
+    """A contact row as locked for a chunk, or one the chunk creates (pk None until it is
+    inserted): what the chunk reads and writes back."""
 
-    pk: int
+    pk: int | None
     email: str
     name: str
     user_id: str
@@ -229,6 +235,15 @@ class _LockedContact:
     closeness_log: float | None
     last_interaction_log_strength: float | None
 
+    @classmethod
+    def new(cls, email: str) -> "_LockedContact":
+        return cls(None, email, "", "", {}, {}, None, None, None, None)
+
+
+class ContactCreatedMeanwhile(OperationalError):
+    """A contact the chunk was about to insert was inserted by a concurrent chunk first:
+    the chunk is rolled back and starts again, and then finds and locks that contact."""
+
 
 _CONTACT_COLUMNS = (
     "id, email, name, user_id, traits, trait_times, first_seen_at, last_interaction_day, closeness_log, "
@@ -236,14 +251,21 @@ _CONTACT_COLUMNS = (
 )
 
 
-def _contact_lock_sql(select: str) -> str:
-    """INSERT the contacts that `select` yields (workspace id, email, first seen, created at:
-    the other columns start empty), or lock the ones that exist; RETURNING every row."""
+def _contact_lock_sql(emails: str) -> str:
+    """SELECT the workspace's contacts whose emails the subquery `emails` yields, in email
+    order, locked for the rest of the transaction so concurrent chunks lock in one order.
+    On PostgreSQL FOR NO KEY UPDATE, the lock an UPDATE of the row takes, without giving
+    the row a new version. SQLite has no row locks: the IMMEDIATE transaction holds the
+    database's write lock."""
+    if connection.vendor == "postgresql":
+        # = ANY(ARRAY(...)), an array computed first: one probe of the (workspace, email)
+        # index per email, where IN (subquery) may be planned as a walk of the workspace.
+        match, lock = f"= ANY(ARRAY({emails}))", " FOR NO KEY UPDATE"
+    else:
+        match, lock = f"IN ({emails})", ""
     return (
-        f"INSERT INTO {_table(Contact)} "
-        "(workspace_id, email, name, user_id, traits, trait_times, first_seen_at, created_at) "
-        f"{select} ON CONFLICT (workspace_id, email) DO UPDATE SET email = excluded.email "
-        f"RETURNING {_CONTACT_COLUMNS}"
+        f"SELECT {_CONTACT_COLUMNS} FROM {_table(Contact)} WHERE workspace_id = %s AND email {match} "
+        f"ORDER BY email{lock}"
     )
 
 
@@ -258,63 +280,43 @@ def _locked_contacts(rows) -> dict[str, _LockedContact]:
     }
 
 
-def _lock_contacts(workspace: Workspace, first_seen: dict[str, dt.datetime]) -> dict[str, _LockedContact]:
-    """Create the contacts that are new and lock every row for the rest of the
-    transaction, in one statement; sorted by email, so concurrent batches lock in one order."""
-    adapt_time = _time_adapter()
-    created_at = adapt_time(timezone.now())
-    source, params = _rows(
-        {"email": "text", "first_seen_at": "timestamptz"},
-        [(email, adapt_time(first_seen[email])) for email in sorted(first_seen)],
-    )
-    sql = _contact_lock_sql(f"SELECT %s, email, '', '', '{{}}', '{{}}', first_seen_at, %s FROM {source} WHERE true")
+def _lock_contacts(workspace: Workspace, emails: set[str]) -> dict[str, _LockedContact]:
+    """Read and lock the contacts that exist among `emails`, in one statement."""
+    source, params = _rows({"email": "text"}, [(email,) for email in sorted(emails)])
     with prepared_cursor() as cursor:
-        cursor.execute(sql, [workspace.pk, created_at, *params])
+        cursor.execute(_contact_lock_sql(f"SELECT email FROM {source}"), [workspace.pk, *params])
         return _locked_contacts(cursor.fetchall())
 
 
 def _claim_and_lock(workspace: Workspace, messages: list[SegmentMessage]) -> tuple[set[str], dict[str, _LockedContact]]:
-    """Claim the chunk's messageIds and create or lock the contacts of the messages it
-    claimed (a message's first copy in the chunk), each first seen at its earliest such
-    message. Returns (claimed messageIds, locked contacts by email)."""
+    """Claim the chunk's messageIds, then read and lock the existing contacts of the
+    messages it claimed. Returns (claimed messageIds, existing contacts by email)."""
     if connection.vendor == "postgresql":
         return _claim_and_lock_in_one(workspace, messages)
     claimed = _claim_message_ids(workspace, [message.message_id for message in messages])
-    first_seen, copied = {}, set()
-    for message in messages:
-        if message.message_id in claimed and message.message_id not in copied:
-            copied.add(message.message_id)
-            if message.email not in first_seen or message.timestamp < first_seen[message.email]:
-                first_seen[message.email] = message.timestamp
-    return claimed, _lock_contacts(workspace, first_seen) if first_seen else {}
+    emails = {message.email for message in messages if message.message_id in claimed}
+    return claimed, _lock_contacts(workspace, emails) if emails else {}
 
 
 def _claim_and_lock_in_one(workspace, messages) -> tuple[set[str], dict[str, _LockedContact]]:
     """PostgreSQL: _claim_message_ids and _lock_contacts in one statement (a data-modifying
-    WITH), one round trip instead of two; SQLite cannot put an INSERT in a WITH clause."""
-    now = timezone.now()
+    WITH), one round trip instead of two; SQLite cannot put an INSERT in a WITH clause.
+    Planned for each execution, not prepared: a generic plan made while the workspace had
+    few contacts can walk all of them for each message once it has many."""
     source, params = _rows(
-        {"seq": "integer", "message_id": "text", "email": "text", "seen_at": "timestamptz"},
-        [(position, m.message_id, m.email, m.timestamp) for position, m in enumerate(messages)],
+        {"message_id": "text", "email": "text"}, [(message.message_id, message.email) for message in messages]
     )
     sql = (
         f"WITH m AS (SELECT * FROM {source}), "
         f"claimed AS (INSERT INTO {_table(ProcessedMessage)} (workspace_id, message_id, received_at) "
         "SELECT DISTINCT %s::bigint, message_id, %s::timestamptz FROM m ORDER BY message_id "
         "ON CONFLICT (workspace_id, message_id) DO NOTHING RETURNING message_id), "
-        "first_copies AS (SELECT DISTINCT ON (message_id) message_id, email, seen_at FROM m "
-        "ORDER BY message_id, seq), "
-        "locked AS ("
-        + _contact_lock_sql(
-            "SELECT %s::bigint, f.email, '', '', '{}', '{}', min(f.seen_at), %s::timestamptz "
-            "FROM first_copies f JOIN claimed USING (message_id) GROUP BY f.email ORDER BY f.email"
-        )
-        + ") "
+        f"locked AS ({_contact_lock_sql('SELECT m.email FROM m JOIN claimed USING (message_id)')}) "
         "SELECT NULL, message_id, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL FROM claimed "
         f"UNION ALL SELECT {_CONTACT_COLUMNS} FROM locked"
     )
-    with prepared_cursor() as cursor:
-        cursor.execute(sql, [*params, workspace.pk, now, workspace.pk, now])
+    with prepared_cursor(prepare=False) as cursor:
+        cursor.execute(sql, [*params, workspace.pk, timezone.now(), workspace.pk])
         rows = cursor.fetchall()
     claimed = {row[1] for row in rows if row[0] is None}
     return claimed, _locked_contacts(row for row in rows if row[0] is not None)
@@ -340,32 +342,64 @@ class _DayMerge:
         self.last_occurred_at = max(self.last_occurred_at, message.timestamp)
 
 
-def _merge_interactions(workspace: Workspace, days: dict[tuple[int, dt.date], _DayMerge]) -> set[tuple[int, dt.date]]:
-    """Add each day's messages to its interaction (creating it when new), in one
-    statement; returns the (contact id, day) pairs whose interaction it created."""
-    collate, adapt_time = _description_collation(), _time_adapter()
-    adapt_day = connection.ops.adapt_datefield_value
-    source, params = _rows(
-        {
-            "contact_id": "bigint", "day": "date", "occurred_at": "timestamptz", "last_occurred_at": "timestamptz",
-            "description": "text", "url": "text", "event_count": "integer",
-        },
-        [
-            (contact_id, adapt_day(day), adapt_time(merge.occurred_at), adapt_time(merge.last_occurred_at),
-             merge.description, merge.url, merge.event_count)
-            for (contact_id, day), merge in sorted(days.items())
-        ],
+_NEW_CONTACT_COLUMNS = {
+    "email": "text", "name": "text", "user_id": "text", "traits": "jsonb", "trait_times": "jsonb",
+    "first_seen_at": "timestamptz", "last_interaction_day": "date", "closeness_log": "float8",
+    "last_interaction_log_strength": "float8",
+}
+
+
+def _insert_contacts_sql(source: str) -> str:
+    """INSERT the contacts `source` holds, whole; one that a concurrent chunk has inserted
+    since this chunk looked is left alone (ON CONFLICT DO NOTHING), so missing from RETURNING."""
+    return (
+        f"INSERT INTO {_table(Contact)} (workspace_id, created_at, {', '.join(_NEW_CONTACT_COLUMNS)}) "
+        f"SELECT %s, %s, {', '.join(_NEW_CONTACT_COLUMNS)} FROM {source} WHERE true ORDER BY email "
+        "ON CONFLICT (workspace_id, email) DO NOTHING RETURNING id, email"
     )
-    table = _table(Interaction)
+
+
+def _new_contact_rows(new: dict[str, _LockedContact]) -> tuple[str, list]:
+    # jsonb columns take the JSON as it is on PostgreSQL (inside the rows' JSON document)
+    encode = (lambda value: value) if connection.vendor == "postgresql" else json.dumps
+    adapt_day, adapt_time = connection.ops.adapt_datefield_value, _time_adapter()
+    return _rows(_NEW_CONTACT_COLUMNS, [
+        (contact.email, contact.name, contact.user_id, encode(contact.traits), encode(contact.trait_times),
+         adapt_time(contact.first_seen_at), adapt_day(contact.last_interaction_day), contact.closeness_log,
+         contact.last_interaction_log_strength)
+        for _, contact in sorted(new.items())
+    ])
+
+
+_DAY_COLUMNS = {
+    "contact_id": "bigint", "email": "text", "day": "date", "occurred_at": "timestamptz",
+    "last_occurred_at": "timestamptz", "description": "text", "url": "text", "event_count": "integer",
+}
+
+
+def _day_rows(days: dict[tuple[str, dt.date], _DayMerge], contacts: dict[str, _LockedContact]) -> tuple[str, list]:
+    """The chunk's (contact, day) merges, with the contact's id (None for one not yet inserted)."""
+    adapt_day, adapt_time = connection.ops.adapt_datefield_value, _time_adapter()
+    return _rows(_DAY_COLUMNS, [
+        (contacts[email].pk, email, adapt_day(day), adapt_time(merge.occurred_at), adapt_time(merge.last_occurred_at),
+         merge.description, merge.url, merge.event_count)
+        for (email, day), merge in sorted(days.items())
+    ])
+
+
+def _merge_interactions_sql(contact_id: str, source: str) -> str:
+    """Add each row of `source` to its (contact, day) interaction, creating it when new;
+    RETURNING (contact id, day, event count). `contact_id` is the contact's id in `source`."""
+    table, collate = _table(Interaction), _description_collation()
     defines = (
         f"excluded.occurred_at < {table}.occurred_at OR (excluded.occurred_at = {table}.occurred_at "
         f"AND excluded.description{collate} < {table}.description{collate})"
     )
-    sql = (
+    return (
         f"INSERT INTO {table} "
         "(workspace_id, contact_id, day, occurred_at, last_occurred_at, description, url, event_count) "
-        f"SELECT %s, contact_id, day, occurred_at, last_occurred_at, description, url, event_count FROM {source} "
-        "WHERE true ON CONFLICT (contact_id, day) DO UPDATE SET "
+        f"SELECT %s, {contact_id}, day, occurred_at, last_occurred_at, description, url, event_count FROM {source} "
+        "WHERE true ORDER BY 2, 3 ON CONFLICT (contact_id, day) DO UPDATE SET "
         f"event_count = {table}.event_count + excluded.event_count, "
         f"description = CASE WHEN {defines} THEN excluded.description ELSE {table}.description END, "
         f"url = CASE WHEN {defines} THEN excluded.url ELSE {table}.url END, "
@@ -375,16 +409,50 @@ def _merge_interactions(workspace: Workspace, days: dict[tuple[int, dt.date], _D
         f"THEN excluded.last_occurred_at ELSE {table}.last_occurred_at END "
         "RETURNING contact_id, day, event_count"
     )
+
+
+def _insert_and_merge(workspace, new, contacts, days) -> list[tuple]:
+    """Insert the new contacts, then add the days to the interactions. Gives the pk of each
+    new contact, and returns the interactions' (contact id, day, event count) rows."""
+    created_at = _time_adapter()(timezone.now())
+    new_source, new_params = _new_contact_rows(new)
+    if connection.vendor == "postgresql":
+        return _insert_and_merge_in_one(workspace, new, contacts, days, created_at, new_source, new_params)
+    if new:
+        with prepared_cursor() as cursor:
+            cursor.execute(_insert_contacts_sql(new_source), [workspace.pk, created_at, *new_params])
+            _give_ids(new, cursor.fetchall())
+    if not days:
+        return []
+    day_source, day_params = _day_rows(days, contacts)
     with prepared_cursor() as cursor:
-        cursor.execute(sql, [workspace.pk, *params])
+        cursor.execute(_merge_interactions_sql("contact_id", day_source), [workspace.pk, *day_params])
+        return cursor.fetchall()
+
+
+def _insert_and_merge_in_one(workspace, new, contacts, days, created_at, new_source, new_params) -> list[tuple]:
+    """PostgreSQL: both statements of _insert_and_merge in one (a data-modifying WITH); the
+    days of a new contact take its id from the INSERT's RETURNING."""
+    day_source, day_params = _day_rows(days, contacts)
+    sql = (
+        f"WITH inserted AS ({_insert_contacts_sql(new_source)}), "
+        f"days AS (SELECT v.*, coalesce(v.contact_id, inserted.id) AS known_id FROM {day_source} "
+        "LEFT JOIN inserted USING (email) WHERE coalesce(v.contact_id, inserted.id) IS NOT NULL), "
+        f"merged AS ({_merge_interactions_sql('known_id', 'days')}) "
+        "SELECT contact_id, day, event_count, NULL FROM merged UNION ALL SELECT id, NULL, NULL, email FROM inserted"
+    )
+    with prepared_cursor() as cursor:
+        cursor.execute(sql, [workspace.pk, created_at, *new_params, *day_params, workspace.pk])
         rows = cursor.fetchall()
-    # An interaction that existed already had at least one event before these were added.
-    created = set()
-    for contact_id, day, event_count in rows:
-        key = (contact_id, _day_of(day))
-        if event_count == days[key].event_count:
-            created.add(key)
-    return created
+    _give_ids(new, [(pk, email) for pk, _, _, email in rows if email is not None])
+    return [row[:3] for row in rows if row[3] is None]
+
+
+def _give_ids(new: dict[str, _LockedContact], inserted) -> None:
+    for pk, email in inserted:
+        new[email].pk = pk
+    if len(inserted) < len(new):
+        raise ContactCreatedMeanwhile("A contact was created by a concurrent request; trying again")
 
 
 def _write_contacts(contacts: list[_LockedContact]) -> None:
@@ -439,6 +507,18 @@ def _apply_identity(contact: _LockedContact, message: SegmentMessage) -> bool:
     return changed
 
 
+def _add_days(contacts: dict[str, _LockedContact], keys, days: dict[tuple[str, dt.date], _DayMerge]) -> None:
+    """Add new days to their contacts' closeness_log in the order their first messages came,
+    so the float sum is the very one that recording the messages one at a time would make."""
+    for email, day in sorted(keys, key=lambda key: days[key].first):
+        contact = contacts[email]
+        contact.closeness_log = closeness.add_day(contact.closeness_log, day)
+        contact.last_interaction_day = max(day, contact.last_interaction_day or day)
+        contact.last_interaction_log_strength = contact.closeness_log - closeness.day_weight_log(
+            contact.last_interaction_day
+        )
+
+
 def _record_identifies(workspace: Workspace, messages: list[SegmentMessage]) -> list[Result]:
     """Record a run of identifies in the caller's transaction, with the outcome of
     recording them one at a time in this order: the same statements whatever their number."""
@@ -457,17 +537,20 @@ def _record_identifies(workspace: Workspace, messages: list[SegmentMessage]) -> 
     if not fresh:
         return results
 
-    changed = set()
-    days: dict[tuple[int, dt.date], _DayMerge] = {}
+    new: dict[str, _LockedContact] = {}  # the contacts this chunk creates, by email
+    changed = set()  # emails of the existing contacts to write back
+    days: dict[tuple[str, dt.date], _DayMerge] = {}
     for index in fresh:
         message = messages[index]
-        contact = contacts[message.email]
+        contact = contacts.get(message.email)
+        if contact is None:
+            contact = contacts[message.email] = new[message.email] = _LockedContact.new(message.email)
         if _apply_identity(contact, message):
-            changed.add(contact.pk)
+            changed.add(message.email)
         if message.is_engage:
             results[index] = Result(status="traits_updated", email=message.email)
             continue
-        key = (contact.pk, days_of[index])
+        key = (message.email, days_of[index])
         if key in days:
             days[key].add(message)
         else:
@@ -476,26 +559,29 @@ def _record_identifies(workspace: Workspace, messages: list[SegmentMessage]) -> 
                 last_occurred_at=message.timestamp,
             )
 
-    created = _merge_interactions(workspace, days) if days else set()
-    by_id = {contact.pk: contact for contact in contacts.values()}
-    # New days join closeness_log in the order their first messages came, so the float
-    # sum is the very one that recording the messages one at a time would make.
-    for contact_id, day in sorted(created, key=lambda key: days[key].first):
-        contact = by_id[contact_id]
-        contact.closeness_log = closeness.add_day(contact.closeness_log, day)
-        contact.last_interaction_day = max(day, contact.last_interaction_day or day)
-        contact.last_interaction_log_strength = contact.closeness_log - closeness.day_weight_log(
-            contact.last_interaction_day
-        )
-        changed.add(contact_id)
+    # Every day of a contact that did not exist is new: it is inserted with its closeness.
+    created = {key for key in days if key[0] in new}
+    _add_days(contacts, created, days)
+    rows = _insert_and_merge(workspace, new, contacts, days) if new or days else []
+    email_of = {contact.pk: email for email, contact in contacts.items()}
+    # An interaction that existed already had at least one event before these were added.
+    created_now = set()
+    for contact_id, day, event_count in rows:
+        key = (email_of[contact_id], _day_of(day))
+        if key[0] not in new and event_count == days[key].event_count:
+            created_now.add(key)
+    _add_days(contacts, created_now, days)
+    created |= created_now
+    changed.update(email for email, _ in created_now)
+
     for index in fresh:
         if results[index] is None:
             message = messages[index]
-            key = (contacts[message.email].pk, days_of[index])
+            key = (message.email, days_of[index])
             status = "created" if key in created and days[key].first == index else "merged"
             results[index] = Result(status=status, email=message.email, day=days_of[index])
 
-    _write_contacts([by_id[contact_id] for contact_id in changed])
+    _write_contacts([contacts[email] for email in changed if email not in new])
     return results
 
 
@@ -519,11 +605,14 @@ def _record_delete_once(workspace: Workspace, messages: list[SegmentMessage]) ->
 
 
 def _is_transient(error: DatabaseError) -> bool:
+    if isinstance(error, ContactCreatedMeanwhile):
+        return True
     return getattr(error.__cause__, "sqlstate", None) in TRANSIENT_SQLSTATES
 
 
 def _in_transaction(record, workspace: Workspace, messages: list[SegmentMessage]) -> list[Result]:
-    """record(workspace, messages) in one transaction, tried again after losing a deadlock."""
+    """record(workspace, messages) in one transaction, tried again after losing a deadlock
+    or a new contact to a concurrent chunk."""
     for attempt in range(1, ATTEMPTS + 1):
         try:
             with transaction.atomic():

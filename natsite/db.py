@@ -23,9 +23,19 @@ class LoggedCursor(CursorDebugWrapper):
             return self._execute_with_wrappers(sql, params, many=False, executor=self._execute)
 
 
-def prepared_cursor():
+class PlannedEachTimeCursor(ServerBindingCursor):
+    """Server-side binding without a prepared statement: PostgreSQL plans the statement
+    for each execution, with its parameters and the tables' current sizes."""
+
+    def execute(self, query, params=None, *, prepare=None, binary=None):
+        return super().execute(query, params, prepare=False, binary=binary)
+
+
+def prepared_cursor(prepare=True):
     """A Django cursor (wrapped as connection.cursor()'s, so query logging and
-    execute_wrappers see its statements) whose statements PostgreSQL prepares."""
+    execute_wrappers see its statements) whose statements PostgreSQL prepares; with
+    prepare=False, ones it plans for each execution instead (a prepared statement's
+    generic plan, made while a table is small, can stay in use after it has grown)."""
     # `connection` finds the thread's connection on every attribute: look it up once.
     db = connections[DEFAULT_DB_ALIAS]
     if db.vendor != "postgresql":
@@ -38,7 +48,7 @@ def prepared_cursor():
         return db.cursor()
     with db.wrap_database_errors:
         db.validate_thread_sharing()
-        cursor = ServerBindingCursor(raw)
+        cursor = (ServerBindingCursor if prepare else PlannedEachTimeCursor)(raw)
         if db.queries_logged:
             return LoggedCursor(cursor, db)
         return db.make_cursor(cursor)

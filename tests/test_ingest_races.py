@@ -5,14 +5,16 @@ import base64
 import datetime as dt
 import json
 import threading
+import time
 
 import pytest
-from django.db import connection
+from django.db import connection, transaction
 from django.test import Client
 
 from contacts import closeness
-from contacts.models import Contact, Interaction
+from contacts.models import Contact, Interaction, Workspace
 from ingest.models import ProcessedMessage
+from ingest.services import ingest_messages
 from tests.factories import WorkspaceFactory, api_key_for
 from tests.segment_messages import identify
 
@@ -122,3 +124,64 @@ def test_concurrent_batches_over_the_same_contacts_neither_deadlock_nor_lose_eve
         days = list(contact.interactions.values_list("day", flat=True))
         assert len(days) == 10
         assert contact.closeness_log == pytest.approx(closeness.log_for_days(days), abs=1e-9)
+
+
+def wait_for_a_lock_wait(seconds=20):
+    """Until another backend of this database waits for a lock (a row or a transaction)."""
+    deadline = time.monotonic() + seconds
+    with connection.cursor() as cursor:
+        while time.monotonic() < deadline:
+            cursor.execute(
+                "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() AND wait_event_type = 'Lock'"
+            )
+            if cursor.fetchone()[0]:
+                return True
+            time.sleep(0.02)
+    return False
+
+
+def test_a_contact_created_meanwhile_by_a_concurrent_chunk_is_found_when_the_chunk_tries_again(key):
+    workspace = Workspace.objects.get(slug="race")
+    first_recorded, may_commit = threading.Event(), threading.Event()
+    answers = {}
+
+    def first():
+        # Creates jane and keeps its transaction open, as a long batch would.
+        try:
+            with transaction.atomic():
+                answers["first"] = ingest_messages(
+                    workspace=workspace, raw_messages=[identify("jane@example.com", "2024-06-01T09:00:00Z")]
+                )
+                first_recorded.set()
+                may_commit.wait(30)
+        finally:
+            connection.close()
+
+    def second():
+        # Does not see the uncommitted jane, so inserts her too: that insert waits for the
+        # first transaction, finds her there once it commits, and the chunk starts again.
+        try:
+            answers["second"] = ingest_messages(
+                workspace=workspace, raw_messages=[identify("jane@example.com", "2024-06-03T09:00:00Z")]
+            )
+        finally:
+            connection.close()
+
+    threads = [threading.Thread(target=first)]
+    threads[0].start()
+    assert first_recorded.wait(30)
+    threads.append(threading.Thread(target=second))
+    threads[1].start()
+    assert wait_for_a_lock_wait(), "the second chunk's insert of jane should wait for the first transaction"
+    may_commit.set()
+    for thread in threads:
+        thread.join(timeout=60)
+
+    assert [r.status for r in answers["first"]] == ["created"]
+    assert [r.status for r in answers["second"]] == ["created"]
+    contact = Contact.objects.get()
+    days = [dt.date(2024, 6, 1), dt.date(2024, 6, 3)]
+    assert sorted(contact.interactions.values_list("day", flat=True)) == days
+    assert contact.closeness_log == pytest.approx(closeness.log_for_days(days), abs=1e-9)
+    assert contact.last_interaction_day == days[1]
+    assert contact.first_seen_at == dt.datetime(2024, 6, 1, 9, tzinfo=dt.timezone.utc)
