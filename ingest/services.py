@@ -5,23 +5,25 @@ A single message and a batch of thousands take the same few statements, in one
 transaction per chunk of up to CHUNK_MESSAGES identifies:
 1. claim the messageIds in ProcessedMessage (INSERT ... ON CONFLICT DO NOTHING
    RETURNING): a message already processed, or a second copy in the chunk, changes nothing;
-   then read and lock the existing contacts of the claimed messages (SELECT ... FOR NO KEY
-   UPDATE), so concurrent chunks touching one contact are applied one after another and
-   closeness_log stays exact; on PostgreSQL this is one statement (data-modifying WITH);
-2. merge the chunk's messages per contact and per (contact, day) in Python; a contact that
-   does not exist yet is then inserted whole (traits, days and closeness: every one of its
-   days is new), so it is written once, not inserted and then updated;
+   and lock the contacts of the claimed messages, so concurrent chunks touching one contact
+   are applied one after another and closeness_log stays exact. A single message's contact
+   is upserted (created empty when new); a batch only reads and locks the contacts that
+   exist (SELECT ... FOR NO KEY UPDATE). On PostgreSQL this is one statement (a
+   data-modifying WITH), on SQLite two;
+2. merge the chunk's messages per contact and per (contact, day) in Python; a contact a
+   batch creates is inserted whole (traits, days and closeness: all of its days are new),
+   written once instead of inserted and then updated;
 3. add the messages to the interactions in one upsert whose RETURNING tells which days
-   are new; on PostgreSQL the new contacts' INSERT is part of this statement;
-4. write the existing contacts' merged traits, first_seen_at, last day and closeness_log in
-   one UPDATE ... FROM (VALUES ...).
-A contact that a concurrent chunk creates between 1 and 3 makes this chunk start again
-(it then finds the contact and locks it). On PostgreSQL the statements are prepared once
-per connection (natsite/db.py), but for the claim-and-lock, planned for each execution: its
-look-up of contacts by email is the one statement whose best plan depends on how many
-contacts there are. The outcome is the one of recording the messages one at
-a time, in order (the earliest message defines a day, the newest trait wins); a delete
-request splits the chunk and runs alone, between the messages around it.
+   are new; on PostgreSQL a batch's new contacts are inserted by this statement too;
+4. write the existing contacts' merged traits, first_seen_at, last day and closeness_log
+   in one UPDATE ... FROM (VALUES ...).
+A contact that a concurrent chunk inserts after a batch looked for it is locked then, and
+the batch's messages are merged into it as into any existing contact. On PostgreSQL the
+statements are prepared once per connection (natsite/db.py), except a batch's look-up
+of contacts by email, planned for each batch: the one plan that depends on how many
+contacts there are. The outcome is the one of recording the messages one at a time, in
+order (the earliest message defines a day, the newest trait wins); a delete request
+splits the chunk and runs alone, between the messages around it.
 """
 
 import datetime as dt
@@ -241,8 +243,8 @@ class _LockedContact:
 
 
 class ContactCreatedMeanwhile(OperationalError):
-    """A contact the chunk was about to insert was inserted by a concurrent chunk first:
-    the chunk is rolled back and starts again, and then finds and locks that contact."""
+    """A contact the chunk inserted meanwhile was deleted before the chunk could lock it:
+    the chunk is rolled back and starts again."""
 
 
 _CONTACT_COLUMNS = (
@@ -254,18 +256,26 @@ _CONTACT_COLUMNS = (
 def _contact_lock_sql(emails: str) -> str:
     """SELECT the workspace's contacts whose emails the subquery `emails` yields, in email
     order, locked for the rest of the transaction so concurrent chunks lock in one order.
-    On PostgreSQL FOR NO KEY UPDATE, the lock an UPDATE of the row takes, without giving
-    the row a new version. SQLite has no row locks: the IMMEDIATE transaction holds the
-    database's write lock."""
-    if connection.vendor == "postgresql":
-        # = ANY(ARRAY(...)), an array computed first: one probe of the (workspace, email)
-        # index per email, where IN (subquery) may be planned as a walk of the workspace.
-        match, lock = f"= ANY(ARRAY({emails}))", " FOR NO KEY UPDATE"
-    else:
-        match, lock = f"IN ({emails})", ""
+    A join: one index probe per email, or one pass over the workspace's contacts against a
+    hash of the emails, never a search of the list for each contact. On PostgreSQL FOR NO
+    KEY UPDATE, the lock an UPDATE of the row takes, without giving the row a new version;
+    SQLite has no row locks: the IMMEDIATE transaction holds the database's write lock."""
+    lock = " FOR NO KEY UPDATE OF c" if connection.vendor == "postgresql" else ""
     return (
-        f"SELECT {_CONTACT_COLUMNS} FROM {_table(Contact)} WHERE workspace_id = %s AND email {match} "
-        f"ORDER BY email{lock}"
+        f"SELECT {_CONTACT_COLUMNS} FROM {_table(Contact)} AS c JOIN (SELECT DISTINCT email FROM ({emails}) AS e) "
+        f"AS w USING (email) WHERE c.workspace_id = %s ORDER BY email{lock}"
+    )
+
+
+def _contact_upsert_sql(select: str) -> str:
+    """INSERT the contacts that `select` yields (workspace id, email, first seen, created at:
+    the other columns start empty), or lock the ones that exist; RETURNING every row. Its
+    look-up is the unique index's, as a conflict's always is, whatever the table's size."""
+    return (
+        f"INSERT INTO {_table(Contact)} "
+        "(workspace_id, email, name, user_id, traits, trait_times, first_seen_at, created_at) "
+        f"{select} ON CONFLICT (workspace_id, email) DO UPDATE SET email = excluded.email "
+        f"RETURNING {_CONTACT_COLUMNS}"
     )
 
 
@@ -281,16 +291,24 @@ def _locked_contacts(rows) -> dict[str, _LockedContact]:
 
 
 def _lock_contacts(workspace: Workspace, emails: set[str]) -> dict[str, _LockedContact]:
-    """Read and lock the contacts that exist among `emails`, in one statement."""
+    """Read and lock the contacts that exist among `emails`, in one statement, planned for
+    each execution (see _claim_and_lock_in_one)."""
     source, params = _rows({"email": "text"}, [(email,) for email in sorted(emails)])
-    with prepared_cursor() as cursor:
-        cursor.execute(_contact_lock_sql(f"SELECT email FROM {source}"), [workspace.pk, *params])
+    with prepared_cursor(prepare=False) as cursor:
+        cursor.execute(_contact_lock_sql(f"SELECT email FROM {source}"), [*params, workspace.pk])
         return _locked_contacts(cursor.fetchall())
 
 
 def _claim_and_lock(workspace: Workspace, messages: list[SegmentMessage]) -> tuple[set[str], dict[str, _LockedContact]]:
-    """Claim the chunk's messageIds, then read and lock the existing contacts of the
-    messages it claimed. Returns (claimed messageIds, existing contacts by email)."""
+    """Claim the chunk's messageIds, then lock the contacts of the messages it claimed.
+    Returns (claimed messageIds, locked contacts by email).
+
+    A single message's contact, when new, is created empty by the very statement that
+    locks an existing one: an upsert, which can stay prepared. A batch reads and locks
+    only the contacts that exist, and inserts the new ones whole later, so that they are
+    written once; the look-up by email is then planned for each batch."""
+    if len(messages) == 1:
+        return _claim_and_upsert(workspace, messages[0])
     if connection.vendor == "postgresql":
         return _claim_and_lock_in_one(workspace, messages)
     claimed = _claim_message_ids(workspace, [message.message_id for message in messages])
@@ -298,11 +316,47 @@ def _claim_and_lock(workspace: Workspace, messages: list[SegmentMessage]) -> tup
     return claimed, _lock_contacts(workspace, emails) if emails else {}
 
 
+def _claim_and_upsert(workspace: Workspace, message: SegmentMessage) -> tuple[set[str], dict[str, _LockedContact]]:
+    """One message: claim its messageId and, if it is new, create or lock its contact. One
+    statement on PostgreSQL (a data-modifying WITH); two on SQLite, which cannot put an
+    INSERT in a WITH clause."""
+    adapt_time = _time_adapter()
+    now = adapt_time(timezone.now())
+    if connection.vendor != "postgresql":
+        if not _claim_message_ids(workspace, [message.message_id]):
+            return set(), {}
+        with prepared_cursor() as cursor:
+            cursor.execute(
+                _contact_upsert_sql("SELECT %s, %s, '', '', '{}', '{}', %s, %s WHERE true"),
+                [workspace.pk, message.email, adapt_time(message.timestamp), now],
+            )
+            return {message.message_id}, _locked_contacts(cursor.fetchall())
+    sql = (
+        f"WITH claimed AS (INSERT INTO {_table(ProcessedMessage)} (workspace_id, message_id, received_at) "
+        "VALUES (%s::bigint, %s::text, %s::timestamptz) "
+        "ON CONFLICT (workspace_id, message_id) DO NOTHING RETURNING message_id), "
+        "locked AS ("
+        + _contact_upsert_sql(
+            "SELECT %s::bigint, %s::text, '', '', '{}', '{}', %s::timestamptz, %s::timestamptz FROM claimed"
+        )
+        + ") "
+        "SELECT NULL, message_id, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL FROM claimed "
+        f"UNION ALL SELECT {_CONTACT_COLUMNS} FROM locked"
+    )
+    with prepared_cursor() as cursor:
+        cursor.execute(
+            sql, [workspace.pk, message.message_id, now, workspace.pk, message.email, message.timestamp, now]
+        )
+        rows = cursor.fetchall()
+    claimed = {row[1] for row in rows if row[0] is None}
+    return claimed, _locked_contacts(row for row in rows if row[0] is not None)
+
+
 def _claim_and_lock_in_one(workspace, messages) -> tuple[set[str], dict[str, _LockedContact]]:
     """PostgreSQL: _claim_message_ids and _lock_contacts in one statement (a data-modifying
     WITH), one round trip instead of two; SQLite cannot put an INSERT in a WITH clause.
     Planned for each execution, not prepared: a generic plan made while the workspace had
-    few contacts can walk all of them for each message once it has many."""
+    few contacts would walk all of them for each email once it has many."""
     source, params = _rows(
         {"message_id": "text", "email": "text"}, [(message.message_id, message.email) for message in messages]
     )
@@ -411,26 +465,34 @@ def _merge_interactions_sql(contact_id: str, source: str) -> str:
     )
 
 
-def _insert_and_merge(workspace, new, contacts, days) -> list[tuple]:
-    """Insert the new contacts, then add the days to the interactions. Gives the pk of each
-    new contact, and returns the interactions' (contact id, day, event count) rows."""
-    created_at = _time_adapter()(timezone.now())
-    new_source, new_params = _new_contact_rows(new)
-    if connection.vendor == "postgresql":
-        return _insert_and_merge_in_one(workspace, new, contacts, days, created_at, new_source, new_params)
-    if new:
-        with prepared_cursor() as cursor:
-            cursor.execute(_insert_contacts_sql(new_source), [workspace.pk, created_at, *new_params])
-            _give_ids(new, cursor.fetchall())
-    if not days:
-        return []
+def _merge_interactions(workspace: Workspace, days, contacts) -> list[tuple]:
+    """Add the days of contacts that have ids to the interactions, in one statement; the
+    interactions' (contact id, day, event count) rows."""
     day_source, day_params = _day_rows(days, contacts)
     with prepared_cursor() as cursor:
         cursor.execute(_merge_interactions_sql("contact_id", day_source), [workspace.pk, *day_params])
         return cursor.fetchall()
 
 
-def _insert_and_merge_in_one(workspace, new, contacts, days, created_at, new_source, new_params) -> list[tuple]:
+def _insert_and_merge(workspace, new, contacts, days) -> tuple[list[tuple], set[str]]:
+    """Insert the new contacts, then add the days to the interactions. Gives each new
+    contact inserted its pk; returns the interactions' (contact id, day, event count) rows
+    and the emails of the new contacts that a concurrent chunk inserted first, whose days
+    are left out."""
+    if not new:
+        return _merge_interactions(workspace, days, contacts), set()
+    created_at = _time_adapter()(timezone.now())
+    new_source, new_params = _new_contact_rows(new)
+    if connection.vendor == "postgresql":
+        return _insert_and_merge_in_one(workspace, new, contacts, days, created_at, new_source, new_params)
+    with prepared_cursor() as cursor:
+        cursor.execute(_insert_contacts_sql(new_source), [workspace.pk, created_at, *new_params])
+        taken = _give_ids(new, cursor.fetchall())
+    days = {key: merge for key, merge in days.items() if key[0] not in taken}
+    return (_merge_interactions(workspace, days, contacts) if days else []), taken
+
+
+def _insert_and_merge_in_one(workspace, new, contacts, days, created_at, new_source, new_params):
     """PostgreSQL: both statements of _insert_and_merge in one (a data-modifying WITH); the
     days of a new contact take its id from the INSERT's RETURNING."""
     day_source, day_params = _day_rows(days, contacts)
@@ -444,15 +506,15 @@ def _insert_and_merge_in_one(workspace, new, contacts, days, created_at, new_sou
     with prepared_cursor() as cursor:
         cursor.execute(sql, [workspace.pk, created_at, *new_params, *day_params, workspace.pk])
         rows = cursor.fetchall()
-    _give_ids(new, [(pk, email) for pk, _, _, email in rows if email is not None])
-    return [row[:3] for row in rows if row[3] is None]
+    taken = _give_ids(new, [(pk, email) for pk, _, _, email in rows if email is not None])
+    return [row[:3] for row in rows if row[3] is None], taken
 
 
-def _give_ids(new: dict[str, _LockedContact], inserted) -> None:
+def _give_ids(new: dict[str, _LockedContact], inserted) -> set[str]:
+    """Give the inserted contacts their ids; returns the emails of those not inserted."""
     for pk, email in inserted:
         new[email].pk = pk
-    if len(inserted) < len(new):
-        raise ContactCreatedMeanwhile("A contact was created by a concurrent request; trying again")
+    return {email for email, contact in new.items() if contact.pk is None}
 
 
 def _write_contacts(contacts: list[_LockedContact]) -> None:
@@ -519,6 +581,33 @@ def _add_days(contacts: dict[str, _LockedContact], keys, days: dict[tuple[str, d
         )
 
 
+def _merge_messages(messages, indexes, days_of, contacts, new, results):
+    """Merge the messages at `indexes` into their contacts, in memory; an email without a
+    contact gets a new one, added to `contacts` and `new`. Returns (the emails of existing
+    contacts that changed, the messages' merges per (email, day))."""
+    changed = set()
+    days: dict[tuple[str, dt.date], _DayMerge] = {}
+    for index in indexes:
+        message = messages[index]
+        contact = contacts.get(message.email)
+        if contact is None:
+            contact = contacts[message.email] = new[message.email] = _LockedContact.new(message.email)
+        if _apply_identity(contact, message) and contact.pk is not None:
+            changed.add(message.email)
+        if message.is_engage:
+            results[index] = Result(status="traits_updated", email=message.email)
+            continue
+        key = (message.email, days_of[index])
+        if key in days:
+            days[key].add(message)
+        else:
+            days[key] = _DayMerge(
+                first=index, occurred_at=message.timestamp, description=message.description, url=message.url,
+                last_occurred_at=message.timestamp,
+            )
+    return changed, days
+
+
 def _record_identifies(workspace: Workspace, messages: list[SegmentMessage]) -> list[Result]:
     """Record a run of identifies in the caller's transaction, with the outcome of
     recording them one at a time in this order: the same statements whatever their number."""
@@ -537,34 +626,30 @@ def _record_identifies(workspace: Workspace, messages: list[SegmentMessage]) -> 
     if not fresh:
         return results
 
-    new: dict[str, _LockedContact] = {}  # the contacts this chunk creates, by email
-    changed = set()  # emails of the existing contacts to write back
-    days: dict[tuple[str, dt.date], _DayMerge] = {}
-    for index in fresh:
-        message = messages[index]
-        contact = contacts.get(message.email)
-        if contact is None:
-            contact = contacts[message.email] = new[message.email] = _LockedContact.new(message.email)
-        if _apply_identity(contact, message):
-            changed.add(message.email)
-        if message.is_engage:
-            results[index] = Result(status="traits_updated", email=message.email)
-            continue
-        key = (message.email, days_of[index])
-        if key in days:
-            days[key].add(message)
-        else:
-            days[key] = _DayMerge(
-                first=index, occurred_at=message.timestamp, description=message.description, url=message.url,
-                last_occurred_at=message.timestamp,
-            )
-
-    # Every day of a contact that did not exist is new: it is inserted with its closeness.
+    new: dict[str, _LockedContact] = {}  # the contacts this chunk inserts, by email
+    changed, days = _merge_messages(messages, fresh, days_of, contacts, new, results)
+    # Every day of a new contact is new: it is inserted with its closeness.
     created = {key for key in days if key[0] in new}
     _add_days(contacts, created, days)
-    rows = _insert_and_merge(workspace, new, contacts, days) if new or days else []
+    rows, taken = _insert_and_merge(workspace, new, contacts, days) if new or days else ([], set())
+    if taken:
+        # Inserted by a concurrent chunk since this one looked: lock them now, and merge this
+        # chunk's messages into them as into any contact that exists.
+        for email in taken:
+            del contacts[email], new[email]
+        created = {key for key in created if key[0] not in taken}
+        contacts.update(_lock_contacts(workspace, taken))
+        if not taken <= contacts.keys():
+            raise ContactCreatedMeanwhile("A contact changed during the request; trying again")
+        again = [index for index in fresh if messages[index].email in taken]
+        changed_again, days_again = _merge_messages(messages, again, days_of, contacts, new, results)
+        changed |= changed_again
+        days.update(days_again)
+        if days_again:
+            rows += _merge_interactions(workspace, days_again, contacts)
+
     email_of = {contact.pk: email for email, contact in contacts.items()}
-    # An interaction that existed already had at least one event before these were added.
+    # A day of an existing contact is new when its interaction holds only this chunk's events.
     created_now = set()
     for contact_id, day, event_count in rows:
         key = (email_of[contact_id], _day_of(day))

@@ -14,22 +14,22 @@ from tests.segment_messages import identify
 pytestmark = pytest.mark.django_db
 
 
-def new_contact_statements() -> int:
-    """Statements for a chunk whose contacts are all new. On PostgreSQL: claim the
-    messageIds and lock the contacts that exist (one statement), then insert the contacts,
-    whole, with their interactions (one). SQLite cannot put an INSERT in a WITH clause, so
-    each of those is two statements."""
-    return 2 if connection.vendor == "postgresql" else 4
-
-
-def known_contact_statements() -> int:
-    """Statements for a chunk whose contacts all exist: claim-and-lock (two on SQLite), the
-    interactions, and the contacts' write."""
+def single_statements() -> int:
+    """Statements for a single message that creates a day. On PostgreSQL: claim the
+    messageId and create or lock the contact (one upsert), add the interaction, write the
+    contact. SQLite cannot put an INSERT in a WITH clause, so the first is two statements."""
     return 3 if connection.vendor == "postgresql" else 4
 
 
-def mixed_statements() -> int:
-    """Statements for a chunk with new and existing contacts: the most a chunk takes."""
+def new_batch_statements() -> int:
+    """Statements for a batch whose contacts are all new: claim the messageIds and lock the
+    contacts that exist, then insert the new contacts whole with their interactions. One
+    statement each on PostgreSQL, two each on SQLite. No contact write follows."""
+    return 2 if connection.vendor == "postgresql" else 4
+
+
+def mixed_batch_statements() -> int:
+    """Statements for a batch of new and existing contacts: the most a chunk takes."""
     return 3 if connection.vendor == "postgresql" else 5
 
 
@@ -54,25 +54,21 @@ def many(count, start=dt.datetime(2024, 1, 1, 9, tzinfo=dt.timezone.utc)):
     ]
 
 
-def test_a_message_from_a_new_contact_takes_two_or_four_statements(workspace):
+def test_a_message_that_creates_a_new_day_takes_three_or_four_statements(workspace):
     results, sql = record(workspace, [identify("jane@example.com", "2024-06-01T09:00:00Z")])
 
     assert [r.status for r in results] == ["created"]
-    # claim the messageId and lock the contact if it exists; insert it whole, with its interaction
-    assert len(sql) == new_contact_statements(), sql
-    assert not [s for s in sql if s.startswith("UPDATE")], "a new contact is written once"
-    contact = Contact.objects.get()
-    assert contact.last_interaction_day == dt.date(2024, 6, 1) and contact.closeness_log is not None
+    # claim the messageId and upsert (lock) the contact, upsert the interaction, write the contact
+    assert len(sql) == single_statements(), sql
 
 
-def test_a_new_day_of_a_known_contact_takes_three_or_four_statements(workspace):
+def test_a_new_day_of_a_known_contact_takes_as_many(workspace):
     record(workspace, [identify("jane@example.com", "2024-06-01T09:00:00Z")])
 
     results, sql = record(workspace, [identify("jane@example.com", "2024-06-02T09:00:00Z")])
 
     assert [r.status for r in results] == ["created"]
-    # claim-and-lock, upsert the interaction, write the contact
-    assert len(sql) == known_contact_statements(), sql
+    assert len(sql) == single_statements(), sql
     assert Contact.objects.get().last_interaction_day == dt.date(2024, 6, 2)
 
 
@@ -82,7 +78,7 @@ def test_a_message_that_merges_into_its_day_takes_no_more_statements(workspace):
     results, sql = record(workspace, [identify("jane@example.com", "2024-06-01T15:00:00Z")])
 
     assert [r.status for r in results] == ["merged"]
-    assert len(sql) <= known_contact_statements(), sql
+    assert len(sql) <= single_statements(), sql
     assert Interaction.objects.get().event_count == 2
 
 
@@ -95,7 +91,7 @@ def test_a_merge_that_changes_nothing_on_the_contact_skips_the_contact_write(wor
     results, sql = record(workspace, [again])
 
     assert [r.status for r in results] == ["merged"]
-    assert len(sql) == known_contact_statements() - 1, sql
+    assert len(sql) == single_statements() - 1, sql
 
 
 def test_a_duplicate_takes_one_statement(workspace):
@@ -113,8 +109,12 @@ def test_a_batch_takes_the_same_statements_as_one_message_whatever_its_size(work
     results, sql = record(workspace, many(count))
 
     assert [r.status for r in results] == ["created"] * count
-    assert len(sql) == new_contact_statements(), [s[:80] for s in sql]
+    assert len(sql) == new_batch_statements(), [s[:80] for s in sql]
+    assert not [s for s in sql if s.startswith("UPDATE")], "a batch's new contacts are written once"
     assert Interaction.objects.filter(workspace=workspace).count() == count
+    contact = Contact.objects.get(email="person7@example.com")
+    assert contact.traits == {"email": "person7@example.com", "plan": "pro"}
+    assert contact.last_interaction_day == dt.date(2024, 1, 8) and contact.closeness_log is not None
 
 
 def test_a_batch_of_new_and_known_contacts_takes_a_fixed_number_of_statements(workspace):
@@ -128,7 +128,7 @@ def test_a_batch_of_new_and_known_contacts_takes_a_fixed_number_of_statements(wo
     results, sql = record(workspace, later)
 
     assert [r.status for r in results] == ["created"] * 100
-    assert len(sql) == mixed_statements(), [s[:80] for s in sql]
+    assert len(sql) == mixed_batch_statements(), [s[:80] for s in sql]
     assert Contact.objects.filter(workspace=workspace).count() == 100
     assert set(Contact.objects.values_list("traits__plan", flat=True)) == {"team"}
 
@@ -149,10 +149,10 @@ def test_a_batch_larger_than_a_chunk_takes_its_statements_per_chunk(workspace, m
     results, sql = record(workspace, many(100))
 
     assert [r.status for r in results] == ["created"] * 100
-    assert len(sql) == new_contact_statements() * 3  # chunks of 40, 40 and 20
+    assert len(sql) == new_batch_statements() * 3  # chunks of 40, 40 and 20
 
 
-def test_the_webhook_answers_a_new_contact_with_the_key_look_up_and_the_write_statements(webhook):
+def test_the_webhook_answers_one_new_day_with_the_key_look_up_and_the_write_statements(webhook):
     webhook.post(identify("warm-up@example.com"))  # the key's last_used_at is written once a minute
 
     with CaptureQueriesContext(connection) as context:
@@ -160,20 +160,22 @@ def test_the_webhook_answers_a_new_contact_with_the_key_look_up_and_the_write_st
 
     assert response.status_code == 200 and response.json()["status"] == "created"
     # the API key (with its workspace), then the statements of the write path
-    assert len(statements(context)) == 1 + new_contact_statements(), statements(context)
+    assert len(statements(context)) == 1 + single_statements(), statements(context)
 
 
 @pytest.mark.postgres
-def test_the_contact_look_up_is_planned_for_each_message_and_the_writes_are_prepared(workspace):
+def test_a_batch_plans_its_contact_look_up_each_time_and_single_messages_stay_prepared(workspace):
     # A prepared statement's generic plan is made once, from the table sizes of that moment:
-    # made while a workspace has a handful of contacts, the look-up by email would go on
-    # walking all of them after an import of thousands. The writes look rows up by key.
+    # made while a workspace has a handful of contacts, a batch's look-up of contacts by
+    # email would go on walking all of them after an import of thousands. A single
+    # message's contact is found through its upsert's conflict, the unique index's probe.
     for i in range(8):
         record(workspace, [identify(f"person{i % 3}@example.com", f"2024-06-{1 + i:02d}T09:00:00Z")])
+        record(workspace, many(3 + i))
 
     with connection.cursor() as cursor:
         cursor.execute("SELECT statement FROM pg_prepared_statements WHERE from_sql = false")
         prepared = [row[0] for row in cursor.fetchall()]
     assert not [sql for sql in prepared if "FOR NO KEY UPDATE" in sql]
-    assert [sql for sql in prepared if sql.startswith('WITH inserted AS (INSERT INTO "contacts_contact"')]
+    assert [sql for sql in prepared if "ON CONFLICT (workspace_id, email) DO UPDATE" in sql]
     assert [sql for sql in prepared if sql.startswith('UPDATE "contacts_contact"')]

@@ -140,7 +140,7 @@ def wait_for_a_lock_wait(seconds=20):
     return False
 
 
-def test_a_contact_created_meanwhile_by_a_concurrent_chunk_is_found_when_the_chunk_tries_again(key):
+def test_a_contact_created_meanwhile_by_a_concurrent_chunk_is_locked_and_merged_into(key):
     workspace = Workspace.objects.get(slug="race")
     first_recorded, may_commit = threading.Event(), threading.Event()
     answers = {}
@@ -158,12 +158,14 @@ def test_a_contact_created_meanwhile_by_a_concurrent_chunk_is_found_when_the_chu
             connection.close()
 
     def second():
-        # Does not see the uncommitted jane, so inserts her too: that insert waits for the
-        # first transaction, finds her there once it commits, and the chunk starts again.
+        # A batch that does not see the uncommitted jane, so inserts her too: that insert
+        # waits for the first transaction, finds her there once it commits, and the batch
+        # then locks her and merges its message into her.
         try:
-            answers["second"] = ingest_messages(
-                workspace=workspace, raw_messages=[identify("jane@example.com", "2024-06-03T09:00:00Z")]
-            )
+            answers["second"] = ingest_messages(workspace=workspace, raw_messages=[
+                identify("jane@example.com", "2024-06-03T09:00:00Z"),
+                identify("joe@example.com", "2024-06-03T10:00:00Z"),
+            ])
         finally:
             connection.close()
 
@@ -172,14 +174,15 @@ def test_a_contact_created_meanwhile_by_a_concurrent_chunk_is_found_when_the_chu
     assert first_recorded.wait(30)
     threads.append(threading.Thread(target=second))
     threads[1].start()
-    assert wait_for_a_lock_wait(), "the second chunk's insert of jane should wait for the first transaction"
+    assert wait_for_a_lock_wait(), "the batch's insert of jane should wait for the first transaction"
     may_commit.set()
     for thread in threads:
         thread.join(timeout=60)
 
     assert [r.status for r in answers["first"]] == ["created"]
-    assert [r.status for r in answers["second"]] == ["created"]
-    contact = Contact.objects.get()
+    assert [r.status for r in answers["second"]] == ["created", "created"]
+    assert Contact.objects.get(email="joe@example.com").last_interaction_day == dt.date(2024, 6, 3)
+    contact = Contact.objects.get(email="jane@example.com")
     days = [dt.date(2024, 6, 1), dt.date(2024, 6, 3)]
     assert sorted(contact.interactions.values_list("day", flat=True)) == days
     assert contact.closeness_log == pytest.approx(closeness.log_for_days(days), abs=1e-9)
