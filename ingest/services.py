@@ -242,7 +242,7 @@ class _LockedContact:
         return cls(None, email, "", "", {}, {}, None, None, None, None)
 
 
-class ContactCreatedMeanwhile(OperationalError):
+class ContactGoneMeanwhile(OperationalError):
     """A contact the chunk inserted meanwhile was deleted before the chunk could lock it:
     the chunk is rolled back and starts again."""
 
@@ -288,6 +288,20 @@ def _locked_contacts(rows) -> dict[str, _LockedContact]:
         )
         for pk, email, name, user_id, traits, trait_times, first_seen_at, last_day, log, strength in rows
     }
+
+
+# How a claim-and-lock statement (CTEs `claimed` and `locked`) ends: the claimed messageIds,
+# as rows whose id is NULL, then the locked contacts.
+_CLAIMED_THEN_LOCKED = (
+    "SELECT NULL, message_id, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL FROM claimed "
+    f"UNION ALL SELECT {_CONTACT_COLUMNS} FROM locked"
+)
+
+
+def _claimed_and_locked(rows) -> tuple[set[str], dict[str, _LockedContact]]:
+    """A claim-and-lock statement's rows as (claimed messageIds, locked contacts by email)."""
+    claimed = {row[1] for row in rows if row[0] is None}
+    return claimed, _locked_contacts(row for row in rows if row[0] is not None)
 
 
 def _lock_contacts(workspace: Workspace, emails: set[str]) -> dict[str, _LockedContact]:
@@ -340,16 +354,14 @@ def _claim_and_upsert(workspace: Workspace, message: SegmentMessage) -> tuple[se
             "SELECT %s::bigint, %s::text, '', '', '{}', '{}', %s::timestamptz, %s::timestamptz FROM claimed"
         )
         + ") "
-        "SELECT NULL, message_id, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL FROM claimed "
-        f"UNION ALL SELECT {_CONTACT_COLUMNS} FROM locked"
+        + _CLAIMED_THEN_LOCKED
     )
     with prepared_cursor() as cursor:
         cursor.execute(
             sql, [workspace.pk, message.message_id, now, workspace.pk, message.email, message.timestamp, now]
         )
         rows = cursor.fetchall()
-    claimed = {row[1] for row in rows if row[0] is None}
-    return claimed, _locked_contacts(row for row in rows if row[0] is not None)
+    return _claimed_and_locked(rows)
 
 
 def _claim_and_lock_in_one(workspace, messages) -> tuple[set[str], dict[str, _LockedContact]]:
@@ -366,14 +378,12 @@ def _claim_and_lock_in_one(workspace, messages) -> tuple[set[str], dict[str, _Lo
         "SELECT DISTINCT %s::bigint, message_id, %s::timestamptz FROM m ORDER BY message_id "
         "ON CONFLICT (workspace_id, message_id) DO NOTHING RETURNING message_id), "
         f"locked AS ({_contact_lock_sql('SELECT m.email FROM m JOIN claimed USING (message_id)')}) "
-        "SELECT NULL, message_id, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL FROM claimed "
-        f"UNION ALL SELECT {_CONTACT_COLUMNS} FROM locked"
+        + _CLAIMED_THEN_LOCKED
     )
     with prepared_cursor(prepare=False) as cursor:
         cursor.execute(sql, [*params, workspace.pk, timezone.now(), workspace.pk])
         rows = cursor.fetchall()
-    claimed = {row[1] for row in rows if row[0] is None}
-    return claimed, _locked_contacts(row for row in rows if row[0] is not None)
+    return _claimed_and_locked(rows)
 
 
 @dataclass
@@ -396,33 +406,39 @@ class _DayMerge:
         self.last_occurred_at = max(self.last_occurred_at, message.timestamp)
 
 
-_NEW_CONTACT_COLUMNS = {
-    "email": "text", "name": "text", "user_id": "text", "traits": "jsonb", "trait_times": "jsonb",
+# The state of a contact that a chunk writes (inserts whole, or updates): its columns and
+# their PostgreSQL types.
+_STATE_COLUMNS = {
+    "name": "text", "user_id": "text", "traits": "jsonb", "trait_times": "jsonb",
     "first_seen_at": "timestamptz", "last_interaction_day": "date", "closeness_log": "float8",
     "last_interaction_log_strength": "float8",
 }
 
 
-def _insert_contacts_sql(source: str) -> str:
-    """INSERT the contacts `source` holds, whole; one that a concurrent chunk has inserted
-    since this chunk looked is left alone (ON CONFLICT DO NOTHING), so missing from RETURNING."""
-    return (
-        f"INSERT INTO {_table(Contact)} (workspace_id, created_at, {', '.join(_NEW_CONTACT_COLUMNS)}) "
-        f"SELECT %s, %s, {', '.join(_NEW_CONTACT_COLUMNS)} FROM {source} WHERE true ORDER BY email "
-        "ON CONFLICT (workspace_id, email) DO NOTHING RETURNING id, email"
-    )
-
-
-def _new_contact_rows(new: dict[str, _LockedContact]) -> tuple[str, list]:
+def _state_rows(key: str, contacts: list[_LockedContact]) -> tuple[str, list]:
+    """_rows of the contacts' state, in the order given, each row led by `key`: "id" for
+    contacts that exist, "email" for new ones."""
     # jsonb columns take the JSON as it is on PostgreSQL (inside the rows' JSON document)
     encode = (lambda value: value) if connection.vendor == "postgresql" else json.dumps
     adapt_day, adapt_time = connection.ops.adapt_datefield_value, _time_adapter()
-    return _rows(_NEW_CONTACT_COLUMNS, [
-        (contact.email, contact.name, contact.user_id, encode(contact.traits), encode(contact.trait_times),
-         adapt_time(contact.first_seen_at), adapt_day(contact.last_interaction_day), contact.closeness_log,
-         contact.last_interaction_log_strength)
-        for _, contact in sorted(new.items())
+    by_id = key == "id"
+    return _rows({key: "bigint" if by_id else "text", **_STATE_COLUMNS}, [
+        (contact.pk if by_id else contact.email, contact.name, contact.user_id, encode(contact.traits),
+         encode(contact.trait_times), adapt_time(contact.first_seen_at), adapt_day(contact.last_interaction_day),
+         contact.closeness_log, contact.last_interaction_log_strength)
+        for contact in contacts
     ])
+
+
+def _insert_contacts_sql(source: str) -> str:
+    """INSERT the contacts `source` holds, whole; one that a concurrent chunk has inserted
+    since this chunk looked is left alone (ON CONFLICT DO NOTHING), so missing from RETURNING."""
+    columns = ", ".join(["email", *_STATE_COLUMNS])
+    return (
+        f"INSERT INTO {_table(Contact)} (workspace_id, created_at, {columns}) "
+        f"SELECT %s, %s, {columns} FROM {source} WHERE true ORDER BY email "
+        "ON CONFLICT (workspace_id, email) DO NOTHING RETURNING id, email"
+    )
 
 
 _DAY_COLUMNS = {
@@ -482,7 +498,7 @@ def _insert_and_merge(workspace, new, contacts, days) -> tuple[list[tuple], set[
     if not new:
         return _merge_interactions(workspace, days, contacts), set()
     created_at = _time_adapter()(timezone.now())
-    new_source, new_params = _new_contact_rows(new)
+    new_source, new_params = _state_rows("email", [contact for _, contact in sorted(new.items())])
     if connection.vendor == "postgresql":
         return _insert_and_merge_in_one(workspace, new, contacts, days, created_at, new_source, new_params)
     with prepared_cursor() as cursor:
@@ -521,28 +537,11 @@ def _write_contacts(contacts: list[_LockedContact]) -> None:
     """Write the contacts' merged state in one UPDATE ... FROM."""
     if not contacts:
         return
-    postgres = connection.vendor == "postgresql"
-    encode = (lambda value: value) if postgres else json.dumps  # jsonb columns take the JSON as it is
-    adapt_day, adapt_time = connection.ops.adapt_datefield_value, _time_adapter()
-    source, params = _rows(
-        {
-            "id": "bigint", "name": "text", "user_id": "text", "traits": "jsonb", "trait_times": "jsonb",
-            "first_seen_at": "timestamptz", "last_interaction_day": "date", "closeness_log": "float8",
-            "last_interaction_log_strength": "float8",
-        },
-        [
-            (contact.pk, contact.name, contact.user_id, encode(contact.traits), encode(contact.trait_times),
-             adapt_time(contact.first_seen_at), adapt_day(contact.last_interaction_day), contact.closeness_log,
-             contact.last_interaction_log_strength)
-            for contact in sorted(contacts, key=lambda contact: contact.pk)
-        ],
-    )
+    source, params = _state_rows("id", sorted(contacts, key=lambda contact: contact.pk))
     table = _table(Contact)
     with prepared_cursor() as cursor:
         cursor.execute(
-            f"UPDATE {table} SET name = v.name, user_id = v.user_id, traits = v.traits, trait_times = v.trait_times, "
-            "first_seen_at = v.first_seen_at, last_interaction_day = v.last_interaction_day, "
-            "closeness_log = v.closeness_log, last_interaction_log_strength = v.last_interaction_log_strength "
+            f"UPDATE {table} SET {', '.join(f'{column} = v.{column}' for column in _STATE_COLUMNS)} "
             f"FROM {source} WHERE {table}.id = v.id",
             params,
         )
@@ -640,7 +639,7 @@ def _record_identifies(workspace: Workspace, messages: list[SegmentMessage]) -> 
         created = {key for key in created if key[0] not in taken}
         contacts.update(_lock_contacts(workspace, taken))
         if not taken <= contacts.keys():
-            raise ContactCreatedMeanwhile("A contact changed during the request; trying again")
+            raise ContactGoneMeanwhile("A contact changed during the request; trying again")
         again = [index for index in fresh if messages[index].email in taken]
         changed_again, days_again = _merge_messages(messages, again, days_of, contacts, new, results)
         changed |= changed_again
@@ -690,14 +689,14 @@ def _record_delete_once(workspace: Workspace, messages: list[SegmentMessage]) ->
 
 
 def _is_transient(error: DatabaseError) -> bool:
-    if isinstance(error, ContactCreatedMeanwhile):
+    if isinstance(error, ContactGoneMeanwhile):
         return True
     return getattr(error.__cause__, "sqlstate", None) in TRANSIENT_SQLSTATES
 
 
 def _in_transaction(record, workspace: Workspace, messages: list[SegmentMessage]) -> list[Result]:
-    """record(workspace, messages) in one transaction, tried again after losing a deadlock
-    or a new contact to a concurrent chunk."""
+    """record(workspace, messages) in one transaction, tried again after losing a deadlock,
+    or a contact that a concurrent chunk inserted and then deleted before this one locked it."""
     for attempt in range(1, ATTEMPTS + 1):
         try:
             with transaction.atomic():
