@@ -5,11 +5,17 @@ import datetime as dt
 import itertools
 
 import pytest
+from django.core.exceptions import ValidationError
+from django.core.validators import validate_email
 from django.utils import timezone
+from hypothesis import HealthCheck, given
+from hypothesis import settings as examples
+from hypothesis import strategies as st
 
 from contacts import closeness
 from contacts.models import Contact, Interaction
 from ingest.models import ProcessedMessage, RejectedMessage
+from ingest import serializers
 from ingest.serializers import STANDARD_DESCRIPTION
 from tests.conftest import Webhook
 from tests.factories import ContactFactory, api_key_for
@@ -122,6 +128,26 @@ def test_a_userid_that_is_not_an_email_is_no_email(webhook):
 def test_an_invalid_email_is_refused(webhook, address):
     assert_rejected(webhook.post(identify(address)), 400, "Invalid email address")
     assert not Contact.objects.exists()
+
+
+@pytest.mark.parametrize("address", ["jane@localhost", "jane@[192.0.2.1]", "jane@[2001:db8::1]", "\"jane..doe\"@example.com"])
+def test_the_rarer_valid_forms_are_accepted(webhook, address):
+    """An address literal, localhost and a quoted user part: Django's EmailValidator accepts them."""
+    assert webhook.post(identify(address)).json()["status"] == "created"
+    assert Contact.objects.get().email == address
+
+
+@examples(max_examples=3000, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(st.text(alphabet=st.sampled_from(list("az09.-_+@[]:\"ü \x00")), max_size=40) | st.emails())
+def test_an_email_is_valid_exactly_when_djangos_validator_says_so(address):
+    """The look-up's own use of the validator's patterns gives the validator's verdict."""
+    serializers._is_valid_email.cache_clear()
+    try:
+        validate_email(address)
+        expected = len(address) <= serializers.EMAIL_MAX
+    except ValidationError:
+        expected = False
+    assert serializers._is_valid_email(address) is expected
 
 
 def test_the_first_email_found_decides_even_when_it_is_invalid(webhook):
