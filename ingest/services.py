@@ -27,7 +27,6 @@ splits the chunk and runs alone, between the messages around it.
 """
 
 import datetime as dt
-import functools
 import json
 import logging
 import random
@@ -78,10 +77,10 @@ class Result:
         return out
 
 
-@functools.lru_cache(maxsize=4096)  # asked twice per message (userId, then traits)
 def timestamp_key(moment: dt.datetime) -> str:
-    """A UTC timestamp as a string that sorts like the moment it names."""
-    return moment.astimezone(dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+    """A UTC timestamp as a string that sorts like the moment it names: every field at a
+    fixed width, the year too (strftime wrote the year 999 as "999", after "2024")."""
+    return moment.astimezone(dt.timezone.utc).isoformat(timespec="microseconds")[:-6] + "Z"
 
 
 def _json_order(value) -> str:

@@ -484,6 +484,18 @@ def test_the_newest_user_id_is_kept_whatever_the_order(webhook):
     assert Contact.objects.get().user_id == "new"
 
 
+@pytest.mark.parametrize("order", [(0, 1), (1, 0)])
+def test_a_message_from_before_the_year_1000_is_older_than_this_century(webhook, order):
+    messages = [
+        identify(timestamp="0999-06-01T09:00:00Z", userId="ancient", traits={"email": "jane@example.com", "plan": "ancient"}),
+        identify(timestamp="2024-06-01T09:00:00Z", userId="recent", traits={"email": "jane@example.com", "plan": "recent"}),
+    ]
+    for i in order:
+        assert webhook.post(messages[i]).status_code == 200
+    contact = Contact.objects.get()
+    assert (contact.traits["plan"], contact.user_id) == ("recent", "recent")
+
+
 def test_first_seen_is_the_earliest_timestamp(webhook):
     webhook.post(identify(timestamp="2024-06-02T09:00:00Z"))
     webhook.post(identify(timestamp="2024-05-01T09:00:00Z"))
