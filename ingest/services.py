@@ -255,22 +255,14 @@ _CONTACT_COLUMNS = (
 def _contact_lock_sql(emails: str) -> str:
     """SELECT the workspace's contacts whose emails the subquery `emails` yields, in email
     order, locked for the rest of the transaction so concurrent chunks lock in one order.
-    One probe of the unique (workspace, email) index per email, whatever the workspace's
-    size and whatever its statistics say: on PostgreSQL each probe is a LATERAL subquery
-    (LIMIT 1 keeps the planner from turning it into a join, which, on a table that grew
-    faster than it was analyzed, it ran as a pass over every contact of the workspace);
-    SQLite joins by probing the index anyway. On PostgreSQL FOR NO KEY UPDATE, the lock an
-    UPDATE of the row takes, without giving the row a new version; SQLite has no row locks:
-    the IMMEDIATE transaction holds the database's write lock."""
-    wanted = f"(SELECT DISTINCT email FROM ({emails}) AS e ORDER BY email) AS w"
-    if connection.vendor == "postgresql":
-        return (
-            f"SELECT c.* FROM {wanted} CROSS JOIN LATERAL (SELECT {_CONTACT_COLUMNS} FROM {_table(Contact)} "
-            "WHERE workspace_id = %s AND email = w.email LIMIT 1 FOR NO KEY UPDATE) AS c ORDER BY w.email"
-        )
+    A join: one index probe per email, or one pass over the workspace's contacts against a
+    hash of the emails, never a search of the list for each contact. On PostgreSQL FOR NO
+    KEY UPDATE, the lock an UPDATE of the row takes, without giving the row a new version;
+    SQLite has no row locks: the IMMEDIATE transaction holds the database's write lock."""
+    lock = " FOR NO KEY UPDATE OF c" if connection.vendor == "postgresql" else ""
     return (
-        f"SELECT {_CONTACT_COLUMNS} FROM {_table(Contact)} AS c JOIN {wanted} USING (email) "
-        "WHERE c.workspace_id = %s ORDER BY email"
+        f"SELECT {_CONTACT_COLUMNS} FROM {_table(Contact)} AS c JOIN (SELECT DISTINCT email FROM ({emails}) AS e) "
+        f"AS w USING (email) WHERE c.workspace_id = %s ORDER BY email{lock}"
     )
 
 

@@ -2,7 +2,6 @@
 single identify, per chunk (not per message) for a batch."""
 
 import datetime as dt
-import re
 
 import pytest
 from django.db import connection
@@ -180,29 +179,3 @@ def test_a_batch_plans_its_contact_look_up_each_time_and_single_messages_stay_pr
     assert not [sql for sql in prepared if "FOR NO KEY UPDATE" in sql]
     assert [sql for sql in prepared if "ON CONFLICT (workspace_id, email) DO UPDATE" in sql]
     assert [sql for sql in prepared if sql.startswith('UPDATE "contacts_contact"')]
-
-
-@pytest.mark.postgres
-def test_a_batch_finds_its_contacts_by_index_whatever_the_statistics_say(workspace):
-    # A workspace analyzed while it had five contacts, then grown by an import faster than
-    # autovacuum analyzes it: the planner believes the table is tiny. A batch's look-up of
-    # its contacts must still probe the unique index once per email, not read every
-    # contact of the workspace (a pass that grows with the workspace, per batch).
-    record(workspace, many(5))
-    with connection.cursor() as cursor:
-        cursor.execute(f"ANALYZE {Contact._meta.db_table}")
-    Contact.objects.bulk_create(
-        Contact(workspace=workspace, email=f"grown{i}@example.com", traits={"plan": "pro"}) for i in range(3000)
-    )
-    batch = [identify(f"grown{i}@example.com", f"2024-07-{1 + i % 28:02d}T09:00:00Z") for i in range(0, 3000, 10)]
-    results, sent = record(workspace, batch)
-    assert {result.status for result in results} == {"created"}
-
-    (look_up,) = [sql for sql in sent if "FOR NO KEY UPDATE" in sql]
-    with connection.cursor() as cursor:
-        cursor.execute("EXPLAIN " + look_up)
-        plan = "\n".join(row[0] for row in cursor.fetchall())
-    assert "Seq Scan on contacts_contact" not in plan, plan
-    # The index is searched by email (one probe per email), not by workspace alone.
-    assert re.search(r"Index Cond: \(\(workspace_id = \d+\) AND \(\(email\)::text = ", plan), plan
-    assert "unique_contact_email" in plan, plan
