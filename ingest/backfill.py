@@ -21,7 +21,7 @@ from dataclasses import dataclass
 
 from django.conf import settings
 
-from ingest.views import IngestError, _finite_float, _reject_constant, parse_messages
+from ingest.views import STRICT_JSON, IngestError, parse_messages
 
 GZIP_MAGIC = b"\x1f\x8b"
 LINES, DOCUMENT, AUTO = "lines", "json", "auto"
@@ -207,7 +207,7 @@ class JsonDocumentReader:
         self.utf8 = codecs.getincrementaldecoder("utf-8")("replace")
         # The webhook's own JSON rules (no NaN, no 1e999); the lenient decoder only finds
         # where a value it refused ends, so that one message is rejected, not the file.
-        self.json = json.JSONDecoder(parse_constant=_reject_constant, parse_float=_finite_float)
+        self.json = STRICT_JSON
         self.lenient = json.JSONDecoder()
         self.buffer = ""
         self.pos = 0

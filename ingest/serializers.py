@@ -141,13 +141,15 @@ def _cleaned(value, depth=0):
     return value
 
 
-_COMPACT_JSON = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False)  # made once, not per message
+# Compact UTF-8 JSON, as the webhook answers and as a message's size is measured; made once,
+# not per call.
+COMPACT_JSON = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False)
 
 
 def oversized(raw) -> bool:
     """Whether one message is over the per-message cap, measured as compact UTF-8 JSON
     (the webhook's batches and import_events apply the same rule)."""
-    text = _COMPACT_JSON.encode(raw)
+    text = COMPACT_JSON.encode(raw)
     return len(text.encode("utf-8", "surrogatepass")) > settings.INGEST_MAX_MESSAGE_BYTES
 
 

@@ -20,7 +20,7 @@ from ingest import ratelimit
 from ingest.authentication import REALM, ApiKeyAuthentication
 from ingest.openapi import webhook_schema
 from ingest.services import Result, ingest_messages, remember_rejections
-from ingest.serializers import oversized, too_large_message
+from ingest.serializers import COMPACT_JSON, oversized, too_large_message
 
 logger = logging.getLogger(__name__)
 
@@ -78,7 +78,7 @@ def exception_handler(exc, context):
 
 def json_answer(data, code: int = 200, headers=None) -> HttpResponse:
     """What DRF's JSONRenderer would write (compact UTF-8), without its machinery."""
-    body = json.dumps(data, ensure_ascii=False, separators=(",", ":")).encode()
+    body = COMPACT_JSON.encode(data).encode()
     response = HttpResponse(body, status=code, content_type="application/json")
     for name, value in (headers or {}).items():
         response[name] = value
