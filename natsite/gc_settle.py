@@ -8,10 +8,22 @@ collector's permanent generation (gc.freeze) and full collections walk only the 
 own objects. Reference counting frees frozen objects as it frees any other.
 """
 
+import contextlib
 import gc
 
 
 def freeze_live_objects() -> None:
-    """Collect the garbage there is, then freeze every object left (gc.unfreeze undoes it)."""
+    """Collect the garbage there is, then freeze every object left: for the process's life."""
     gc.collect()
     gc.freeze()
+
+
+@contextlib.contextmanager
+def live_objects_frozen():
+    """freeze_live_objects() for the length of the block only (a command run inside a
+    longer process, such as the tests'): the objects go back to the collector after it."""
+    freeze_live_objects()
+    try:
+        yield
+    finally:
+        gc.unfreeze()

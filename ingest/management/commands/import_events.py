@@ -5,7 +5,6 @@ Idempotent: every message is claimed by its messageId (a content digest when it 
 none), so importing a file twice, or after a partial run, changes nothing more.
 """
 
-import gc
 import sys
 import time
 from collections import Counter
@@ -17,7 +16,7 @@ from contacts.management.lookups import workspace_by_slug
 from ingest.backfill import AUTO, DOCUMENT, LINES, BrokenExport, open_source, read_items
 from ingest.services import ACCEPTED, Result
 from ingest.views import ingest_within_limits
-from natsite.gc_settle import freeze_live_objects
+from natsite.gc_settle import live_objects_frozen
 
 STATUSES = (*ACCEPTED, "rejected")
 
@@ -53,11 +52,8 @@ class Command(BaseCommand):
         except OSError as error:
             raise CommandError(f"Cannot read {file}: {error.strerror or error}") from None
 
-        freeze_live_objects()  # a full collection then walks the import's own objects only
-        try:
+        with live_objects_frozen():  # a full collection then walks the import's own objects only
             self.import_file(target, source, file, format, chunk_size, show_errors, no_progress)
-        finally:
-            gc.unfreeze()
 
     def import_file(self, target, source, file, format, chunk_size, show_errors, no_progress):
         tally = Tally(show_errors)
