@@ -48,6 +48,12 @@ class MessageRejected(Exception):
         self.message = message
 
 
+def timestamp_key(moment: dt.datetime) -> str:
+    """A UTC timestamp as a string that sorts like the moment it names: every field at a
+    fixed width, the year too (strftime wrote the year 999 as "999", after "2024")."""
+    return moment.astimezone(dt.timezone.utc).isoformat(timespec="microseconds")[:-6] + "Z"
+
+
 @dataclass
 class SegmentMessage:
     type: str  # "identify" or "delete"
@@ -59,6 +65,20 @@ class SegmentMessage:
     url: str = ""
     traits: dict = field(default_factory=dict)
     is_engage: bool = False
+    # timestamp_key(timestamp): what orders messages' traits and userIds, worked out once.
+    stamp: str = ""
+
+    def __post_init__(self):
+        if not self.stamp and self.timestamp is not None:
+            self.stamp = timestamp_key(self.timestamp)
+
+    def __reduce__(self):
+        # Pickled as its fields (import_events' reader process sends thousands per chunk):
+        # a sixth of the default's cost to load.
+        return SegmentMessage, (
+            self.type, self.message_id, self.email, self.user_id, self.timestamp, self.description, self.url,
+            self.traits, self.is_engage, self.stamp,
+        )
 
 
 @functools.lru_cache(maxsize=4096)  # the same few field names, message after message

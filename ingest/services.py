@@ -77,20 +77,14 @@ class Result:
         return out
 
 
-def timestamp_key(moment: dt.datetime) -> str:
-    """A UTC timestamp as a string that sorts like the moment it names: every field at a
-    fixed width, the year too (strftime wrote the year 999 as "999", after "2024")."""
-    return moment.astimezone(dt.timezone.utc).isoformat(timespec="microseconds")[:-6] + "Z"
-
-
 def _json_order(value) -> str:
     return json.dumps(value, sort_keys=True, default=str)
 
 
-def merge_traits(traits: dict, trait_times: dict, incoming: dict, moment: dt.datetime) -> bool:
-    """Merge `incoming` in place: per key, the newest message wins (ties: the larger
-    value, so the outcome never depends on arrival order). Returns whether anything changed."""
-    stamp = timestamp_key(moment)
+def merge_traits(traits: dict, trait_times: dict, incoming: dict, stamp: str) -> bool:
+    """Merge `incoming`, the traits of a message whose timestamp_key is `stamp`, in place:
+    per key, the newest message wins (ties: the larger value, so the outcome never depends
+    on arrival order). Returns whether anything changed."""
     spelled = {fold(key): key for key in traits}
     changed = False
     for key, value in incoming.items():
@@ -169,7 +163,12 @@ def _rows(columns: dict[str, str], rows: list[tuple]) -> tuple[str, list]:
 
 
 def _naive_utc_text(value):
-    return None if value is None else str(value.astimezone(dt.timezone.utc).replace(tzinfo=None))
+    """str() of the naive UTC datetime, as Django's SQLite adapter writes it."""
+    if value is None:
+        return None
+    if value.tzinfo is not dt.timezone.utc:
+        value = value.astimezone(dt.timezone.utc)
+    return value.isoformat(" ")[:-6]  # without "+00:00"
 
 
 def _time_adapter():
@@ -549,16 +548,16 @@ def _write_contacts(contacts: list[_LockedContact]) -> None:
 def _apply_identity(contact: _LockedContact, message: SegmentMessage) -> bool:
     """Merge one identify's userId, traits and first-seen time into the contact, in
     memory; returns whether the contact changed."""
-    moment = message.timestamp
+    moment, stamp = message.timestamp, message.stamp
     changed = False
     if message.user_id:
         # userId is ordered like a trait: the newest message's userId is kept.
-        stamp, previous = timestamp_key(moment), contact.trait_times.get(USER_ID_TIME)
+        previous = contact.trait_times.get(USER_ID_TIME)
         if previous is None or stamp > previous or (stamp == previous and message.user_id > contact.user_id):
             contact.trait_times[USER_ID_TIME] = stamp
             contact.user_id = message.user_id
             changed = True
-    if merge_traits(contact.traits, contact.trait_times, message.traits, moment):
+    if merge_traits(contact.traits, contact.trait_times, message.traits, stamp):
         contact.name = name_from_traits(contact.traits)
         changed = True
     if contact.first_seen_at is None or moment < contact.first_seen_at:
@@ -743,24 +742,42 @@ def record_message(*, workspace: Workspace, message: SegmentMessage) -> Result:
     return record_messages(workspace=workspace, messages=[message])[0]
 
 
-def ingest_messages(*, workspace: Workspace, raw_messages, now=None) -> list[Result]:
-    """Validate and record a list of decoded JSON messages; one bad message never
-    loses the good ones. Database errors propagate (the webhook answers 503)."""
+@dataclass
+class Checked:
+    """Messages checked by the webhook's rules, nothing recorded yet (no database needed,
+    so import_events checks them in its reader process): one result per message in
+    order, None for a valid message, whose normalized form waits in `valid`."""
+
+    results: list[Result | None]
+    valid: list[SegmentMessage]
+
+
+def check_messages(raw_messages, *, now=None) -> Checked:
+    """Normalize each decoded JSON message, or give it its rejection."""
     now = now or timezone.now()
     results: list[Result | None] = []
-    valid, positions = [], []
+    valid = []
     for raw in raw_messages:
         try:
-            message = normalize(raw, now=now)
+            valid.append(normalize(raw, now=now))
         except MessageRejected as rejected:
             results.append(Result(status="rejected", code=rejected.status, message=rejected.message))
             continue
-        positions.append(len(results))
         results.append(None)
-        valid.append(message)
-    for position, result in zip(positions, record_messages(workspace=workspace, messages=valid)):
-        results[position] = result
-    return results
+    return Checked(results, valid)
+
+
+def record_checked(*, workspace: Workspace, checked: Checked) -> list[Result]:
+    """Record the valid messages of `checked`; the results of all of them, in order."""
+    results = checked.results
+    recorded = iter(record_messages(workspace=workspace, messages=checked.valid))
+    return [next(recorded) if result is None else result for result in results]
+
+
+def ingest_messages(*, workspace: Workspace, raw_messages, now=None) -> list[Result]:
+    """Validate and record a list of decoded JSON messages; one bad message never
+    loses the good ones. Database errors propagate (the webhook answers 503)."""
+    return record_checked(workspace=workspace, checked=check_messages(raw_messages, now=now))
 
 
 def excerpt_of(raw, limit=300) -> str:

@@ -19,7 +19,7 @@ from rest_framework.views import exception_handler as drf_exception_handler
 from ingest import ratelimit
 from ingest.authentication import REALM, ApiKeyAuthentication
 from ingest.openapi import webhook_schema
-from ingest.services import Result, ingest_messages, remember_rejections
+from ingest.services import Checked, Result, check_messages, record_checked, remember_rejections
 from ingest.serializers import COMPACT_JSON, oversized, too_large_message
 
 logger = logging.getLogger(__name__)
@@ -191,16 +191,25 @@ def remember_request_rejection(workspace, body: bytes, error) -> None:
     remember_rejections(workspace=workspace, rejected=[(result, excerpt)])
 
 
-def ingest_within_limits(*, workspace, messages, measured=False) -> list[Result]:
-    """ingest_messages, with each message over the per-message size cap rejected alone
-    (413): the webhook's batches and import_events record through this."""
+def check_within_limits(messages, measured=False) -> Checked:
+    """check_messages, with each message over the per-message size cap rejected alone
+    (413): the webhook's batches and import_events check messages through this. With
+    `measured`, the caller has measured the one message already."""
     too_big = set() if measured else {i for i, raw in enumerate(messages) if oversized(raw)}
-    results = ingest_messages(
-        workspace=workspace, raw_messages=[None if i in too_big else m for i, m in enumerate(messages)]
-    )
-    for i in too_big:
-        results[i].code, results[i].message = 413, too_large_message()
-    return results
+    if not too_big:
+        return check_messages(messages)
+    checked = check_messages([m for i, m in enumerate(messages) if i not in too_big])
+    fits = iter(checked.results)
+    checked.results = [
+        Result(status="rejected", code=413, message=too_large_message()) if i in too_big else next(fits)
+        for i in range(len(messages))
+    ]
+    return checked
+
+
+def ingest_within_limits(*, workspace, messages, measured=False) -> list[Result]:
+    """check_within_limits, then the valid messages recorded."""
+    return record_checked(workspace=workspace, checked=check_within_limits(messages, measured))
 
 
 class AlwaysJson(BaseContentNegotiation):
