@@ -7,21 +7,26 @@ too). Plain or gzip, told apart by the first bytes.
 Each message comes out as an Item that carries where it was found (a line number, or
 an index in the document's array) so the summary can point at it.
 
-Nothing here touches the database: import_events hands the messages to
-ingest.services.ingest_messages, the webhook's own write path.
+Nothing here touches the database: the messages are checked by the webhook's rules,
+in chunks, and import_events records each chunk through the webhook's own write path
+(ingest.services.record_checked). The reading and checking run in a child process
+(read_in_child), so that they take the other core while the import records.
 """
 
 import codecs
 import gzip
 import io
 import json
+import multiprocessing
 import os
 import re
+import signal
 from dataclasses import dataclass
 
 from django.conf import settings
 
-from ingest.views import STRICT_JSON, IngestError, parse_messages
+from ingest.services import Checked, Result
+from ingest.views import STRICT_JSON, IngestError, check_within_limits, parse_messages
 
 GZIP_MAGIC = b"\x1f\x8b"
 LINES, DOCUMENT, AUTO = "lines", "json", "auto"
@@ -331,3 +336,110 @@ class JsonDocumentReader:
                     raise BrokenExport(f"Expected ',' or '}}' in the object, found {found or 'the end of the file'!r}")
         if not is_batch:
             yield refused or fields
+
+
+@dataclass
+class Chunk:
+    """Consecutive messages of the export, checked by the webhook's rules and not yet
+    recorded: where each was found, and its rejection or its normalized message."""
+
+    positions: list[str]
+    checked: Checked
+    bytes_read: int  # of the file, once the chunk was read: the progress
+
+
+def checked_chunks(source: Source, *, fmt=AUTO, name="", chunk_size=1000):
+    """The export's messages in Chunks of chunk_size. When the export cannot be read
+    further (BrokenExport, OSError, EOFError), the chunk of the messages read before is
+    still given, then the error raised."""
+    items = []
+    try:
+        for item in read_items(source.stream, fmt=fmt, name=name):
+            items.append(item)
+            if len(items) >= chunk_size:
+                yield _checked_chunk(items, source)
+                items = []
+    except (BrokenExport, OSError, EOFError):
+        if items:
+            yield _checked_chunk(items, source)
+        raise
+    if items:
+        yield _checked_chunk(items, source)
+
+
+def _checked_chunk(items: list[Item], source: Source) -> Chunk:
+    checked = check_within_limits([item.raw for item in items if item.rejection is None])
+    fits = iter(checked.results)
+    results = [
+        next(fits) if item.rejection is None
+        else Result(status="rejected", code=item.rejection[0], message=item.rejection[1])
+        for item in items
+    ]
+    return Chunk([item.position for item in items], Checked(results, checked.valid), source.counter.bytes_read)
+
+
+@dataclass
+class _Failed:
+    error: BaseException
+
+
+def _produce_into(pipe, produce) -> None:
+    """The child's work: send every item of produce(), then None, or the error that
+    stopped it. The pipe's buffer keeps the child about one item ahead of the parent."""
+    try:
+        for item in produce():
+            pipe.send(item)
+    except Exception as error:  # raised again in the parent, where the import reports it
+        try:
+            pipe.send(_Failed(error))
+        except Exception:  # an error that cannot be pickled
+            pipe.send(_Failed(RuntimeError(f"{type(error).__name__}: {error}")))
+        return
+    pipe.send(None)
+
+
+class ReaderGone(OSError):
+    """The reader process ended without a word (killed, or out of memory)."""
+
+
+def read_in_child(produce):
+    """The items of produce() (an iterable it makes), made in a forked child process:
+    the caller works on one while the child makes the next, on another core. The child
+    needs no set-up of its own (it is a copy of this process, stdin included) and never
+    touches the database; it ends with os._exit, so nothing of the parent's (database
+    connections, files) is closed or flushed from it. An error in the child is raised
+    here, after the items made before it; closing this generator early ends the child.
+    Where processes cannot fork, produce() simply runs here."""
+    if not hasattr(os, "fork"):
+        yield from produce()
+        return
+    receiver, sender = multiprocessing.Pipe(duplex=False)
+    pid = os.fork()
+    if pid == 0:  # the child
+        status = 1
+        try:
+            signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the parent's to handle
+            receiver.close()
+            _produce_into(sender, produce)
+            status = 0
+        finally:
+            os._exit(status)
+    sender.close()
+    try:
+        while True:
+            try:
+                item = receiver.recv()
+            except EOFError:
+                raise ReaderGone("the reader process ended unexpectedly") from None
+            if item is None:
+                return
+            if isinstance(item, _Failed):
+                raise item.error
+            yield item
+    finally:
+        receiver.close()  # a child still writing gets EPIPE and ends
+        try:
+            os.kill(pid, signal.SIGTERM)
+        except ProcessLookupError:
+            pass
+        os.waitpid(pid, 0)

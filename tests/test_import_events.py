@@ -6,14 +6,24 @@ import gc
 import gzip
 import io
 import json
+import os
+import pickle
+import signal
 import sys
 import tracemalloc
+from pathlib import Path
 
 import pytest
 from django.core.management import CommandError, call_command
+from django.db import connection
+from django.test.utils import CaptureQueriesContext
+from django.utils import timezone
 
 from contacts.models import Contact, Interaction
+from ingest.backfill import BrokenExport, ReaderGone, checked_chunks, open_source, read_in_child
 from ingest.models import ProcessedMessage, RejectedMessage
+from ingest.serializers import normalize
+from natsite.db import BULK_CHECKPOINT_PAGES, bulk_loading
 from tests.conftest import FIXTURES, load_fixture
 from tests.segment_messages import identify
 
@@ -233,15 +243,41 @@ def test_an_unknown_workspace_or_a_missing_file_is_an_error(tmp_path, workspace)
         run_import(tmp_path / "missing.jsonl", workspace)
 
 
-def test_memory_stays_bounded_on_a_file_many_times_larger(tmp_path, workspace):
-    """A 15 MB single-line batch (the worst case for a line reader) is read with a peak
-    well under the file's size: the parser keeps one message and one chunk at a time."""
+def big_single_line_batch(tmp_path):
+    """A 15 MB single-line batch (the worst case for a line reader) of 2,500 messages the
+    webhook rejects: the tests are about reading."""
     padding = "x" * 6000
     path = tmp_path / "big.json"
-    with path.open("w") as out:  # messages the webhook rejects: the test is about reading
+    with path.open("w") as out:
         out.write('{"batch": [')
         out.write(",".join(json.dumps({"type": "track", "n": n, "pad": padding}) for n in range(2_500)))
         out.write("]}")
+    return path
+
+
+def test_reading_and_checking_an_export_keeps_memory_bounded_on_a_file_many_times_larger(tmp_path):
+    """What the reader process does, measured here: it keeps one message and one chunk at a
+    time, a peak well under the file's size."""
+    path = big_single_line_batch(tmp_path)
+    size = path.stat().st_size
+    tracemalloc.start()
+    try:
+        source = open_source(str(path))
+        rejected = 0
+        for chunk in checked_chunks(source, chunk_size=100):
+            rejected += sum(1 for result in chunk.checked.results if not result.accepted)
+        source.close()
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert rejected == 2_500
+    assert size > 15_000_000
+    assert peak < size / 6  # about 1 MB measured for this 15 MB file
+
+
+def test_memory_stays_bounded_on_a_file_many_times_larger(tmp_path, workspace):
+    """The command holds a chunk or two at a time, whatever the file's size."""
+    path = big_single_line_batch(tmp_path)
     size = path.stat().st_size
     # A first import loads the command's modules: done before measuring, so that the test
     # gives the same figure run alone or after others.
@@ -255,8 +291,125 @@ def test_memory_stays_bounded_on_a_file_many_times_larger(tmp_path, workspace):
     finally:
         tracemalloc.stop()
     assert summary_count(output, "rejected") == 2_500
-    assert size > 15_000_000
-    assert peak < size / 6  # about 1 MB measured for this 15 MB file
+    assert peak < size / 6
+
+
+def child_pids():
+    """This process's children, from every one of its threads."""
+    pids = set()
+    for task in Path("/proc/self/task").iterdir():
+        pids.update(int(pid) for pid in (task / "children").read_text().split())
+    return pids
+
+
+@pytest.mark.skipif(not Path("/proc/self/task").exists(), reason="reads this process's children from /proc")
+def test_the_reader_process_is_gone_after_an_import_that_completes_or_breaks_off(tmp_path, workspace):
+    before = child_pids()
+    run_import(write_lines(tmp_path / "export.jsonl", MESSAGES), workspace)
+    assert child_pids() == before
+    broken = tmp_path / "broken.json"
+    broken.write_text(json.dumps(MESSAGES)[:-30])
+    with pytest.raises(CommandError, match="breaks off"):
+        run_import(broken, workspace)
+    assert child_pids() == before
+
+
+def test_the_messages_read_before_a_document_breaks_off_are_recorded_whatever_the_chunk_size(tmp_path, workspace):
+    path = tmp_path / "export.json"
+    path.write_text(json.dumps(MESSAGES, indent=2)[:-40])  # truncated inside the last message
+    with pytest.raises(CommandError, match="breaks off after 2 messages"):
+        run_import(path, workspace)  # one chunk of up to 1,000
+    assert Interaction.objects.get(contact__email="ann@example.com").event_count == 2
+
+
+def test_a_gzip_file_cut_short_is_reported_with_what_was_imported_before(tmp_path, workspace):
+    lines = "".join(json.dumps(identify(f"p{n}@example.com", messageId=f"g-{n}")) + "\n" for n in range(3_000))
+    compressed = gzip.compress(lines.encode())
+    path = tmp_path / "export.jsonl.gz"
+    path.write_bytes(compressed[: len(compressed) * 2 // 3])
+    with pytest.raises(CommandError, match=r"Cannot read .* after [\d,]+ messages"):
+        run_import(path, workspace, "--chunk-size", "100")
+    recorded = Contact.objects.filter(workspace=workspace).count()
+    assert 0 < recorded < 3_000
+    assert ProcessedMessage.objects.filter(workspace=workspace).count() == recorded
+
+
+def produce_then_fail(error):
+    def produce():
+        yield "one"
+        yield "two"
+        raise error
+
+    return produce
+
+
+def test_the_reader_process_hands_over_its_items_then_its_error():
+    received = []
+    with pytest.raises(BrokenExport, match="cut here"):
+        for item in read_in_child(produce_then_fail(BrokenExport("cut here"))):
+            received.append(item)
+    assert received == ["one", "two"]
+
+
+class Unpicklable(Exception):
+    def __reduce__(self):
+        raise TypeError("not this one")
+
+
+def test_an_error_the_reader_process_cannot_send_arrives_as_its_name_and_words():
+    with pytest.raises(RuntimeError, match="Unpicklable: odd"):
+        list(read_in_child(produce_then_fail(Unpicklable("odd"))))
+
+
+def test_a_reader_process_that_dies_is_reported_not_waited_for():
+    def produce():
+        yield "one"
+        os.kill(os.getpid(), signal.SIGKILL)  # runs in the child
+
+    items = read_in_child(produce)
+    assert next(items) == "one"
+    with pytest.raises(ReaderGone):
+        next(items)
+
+
+def test_stopping_early_ends_the_reader_process():
+    def produce():
+        while True:
+            yield "x" * 100_000  # fills the pipe: the child blocks until it is ended
+
+    before = child_pids()
+    items = read_in_child(produce)
+    assert next(items) == "x" * 100_000
+    items.close()
+    assert child_pids() == before
+
+
+def test_a_normalized_message_survives_the_trip_to_the_parent_whole():
+    message = normalize(
+        identify("ann@example.com", "0999-06-01T09:00:00.5+02:00", traits={"email": "ann@example.com", "n": [1, {"a": None}]}),
+        now=timezone.now(),
+    )
+    copy = pickle.loads(pickle.dumps(message))
+    assert copy == message
+    assert copy.stamp == "0999-06-01T07:00:00.500000Z"
+
+
+def autocheckpoint():
+    with connection.cursor() as cursor:
+        cursor.execute("PRAGMA wal_autocheckpoint")
+        return cursor.fetchone()[0]
+
+
+def test_sqlite_checkpoints_its_log_less_often_for_the_length_of_an_import_only():
+    if connection.vendor != "sqlite":
+        with CaptureQueriesContext(connection) as queries, bulk_loading():
+            pass
+        assert len(queries) == 0  # nothing to set on PostgreSQL
+        return
+    before = autocheckpoint()
+    with bulk_loading():
+        assert autocheckpoint() == BULK_CHECKPOINT_PAGES != before
+    assert autocheckpoint() == before
 
 
 def test_the_objects_frozen_for_an_import_are_given_back_to_the_collector(tmp_path, workspace):

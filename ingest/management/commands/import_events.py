@@ -1,5 +1,6 @@
 """import_events FILE --workspace SLUG: backfill a Segment export through the webhook's
-own write path (ingest_messages), in chunks, streamed in constant memory.
+own write path, in chunks, streamed in constant memory. A child process reads and
+checks the next chunk (ingest.backfill) while this one records the current one.
 
 Idempotent: every message is claimed by its messageId (a content digest when it has
 none), so importing a file twice, or after a partial run, changes nothing more.
@@ -13,9 +14,9 @@ from django.core.management.base import BaseCommand, CommandError
 from django.db import DatabaseError
 
 from contacts.management.lookups import workspace_by_slug
-from ingest.backfill import AUTO, DOCUMENT, LINES, BrokenExport, open_source, read_items
-from ingest.services import ACCEPTED, Result
-from ingest.views import ingest_within_limits
+from ingest.backfill import AUTO, DOCUMENT, LINES, BrokenExport, checked_chunks, open_source, read_in_child
+from ingest.services import ACCEPTED, record_checked
+from natsite.db import bulk_loading
 from natsite.gc_settle import live_objects_frozen
 
 STATUSES = (*ACCEPTED, "rejected")
@@ -52,22 +53,20 @@ class Command(BaseCommand):
         except OSError as error:
             raise CommandError(f"Cannot read {file}: {error.strerror or error}") from None
 
-        with live_objects_frozen():  # a full collection then walks the import's own objects only
+        # A full collection then walks the import's own objects only; SQLite checkpoints
+        # its log less often (natsite/db.py).
+        with live_objects_frozen(), bulk_loading():
             self.import_file(target, source, file, format, chunk_size, show_errors, no_progress)
 
     def import_file(self, target, source, file, format, chunk_size, show_errors, no_progress):
         tally = Tally(show_errors)
-        progress = Progress(self.stderr, source, enabled=not no_progress)
+        progress = Progress(self.stderr, source.total_bytes, enabled=not no_progress)
+        chunks = read_in_child(lambda: checked_chunks(source, fmt=format, name=file, chunk_size=chunk_size))
         stopped = None
         try:
-            chunk = []
-            for item in read_items(source.stream, fmt=format, name=file):
-                chunk.append(item)
-                if len(chunk) >= chunk_size:
-                    self.record(target, chunk, tally)
-                    chunk = []
-                    progress.update(tally.total)
-            self.record(target, chunk, tally)
+            for chunk in chunks:
+                self.record(target, chunk, tally)
+                progress.update(tally.total, chunk.bytes_read)
         except BrokenExport as error:
             stopped = f"The export breaks off after {tally.total} messages: {error}"
             if format == AUTO:
@@ -79,6 +78,7 @@ class Command(BaseCommand):
         except KeyboardInterrupt:
             stopped = f"Interrupted after {tally.total} messages"
         finally:
+            chunks.close()  # ends the reader process if the import stopped early
             progress.finish(tally.total)
             source.close()
 
@@ -87,16 +87,9 @@ class Command(BaseCommand):
             raise CommandError(f"{stopped}. Running the same import again resumes: what is recorded is skipped.")
 
     def record(self, workspace, chunk, tally):
-        """Record one chunk as the webhook records a batch: ingest_messages, with the
-        per-message size cap."""
-        sendable = [item.raw for item in chunk if item.rejection is None]
-        recorded = iter(ingest_within_limits(workspace=workspace, messages=sendable) if sendable else [])
-        for item in chunk:
-            if item.rejection is None:
-                tally.add(item.position, next(recorded))
-            else:
-                code, message = item.rejection
-                tally.add(item.position, Result(status="rejected", code=code, message=message))
+        """Record one checked chunk as the webhook records a batch."""
+        for position, result in zip(chunk.positions, record_checked(workspace=workspace, checked=chunk.checked)):
+            tally.add(position, result)
 
 
 class Tally:
@@ -163,9 +156,10 @@ class Progress:
     REDRAW_EVERY = 0.2
     LINE_EVERY = 10.0
 
-    def __init__(self, out, source, enabled=True):
+    def __init__(self, out, total_bytes, enabled=True):
         self.out = out
-        self.source = source
+        self.total_bytes = total_bytes  # the file's size, when known
+        self.bytes_read = 0
         self.enabled = enabled
         self.terminal = enabled and out.isatty()
         self.started = self.shown = time.monotonic()
@@ -173,14 +167,16 @@ class Progress:
     def elapsed(self):
         return time.monotonic() - self.started
 
-    def update(self, messages, final=False):
+    def update(self, messages, bytes_read=None, final=False):
+        if bytes_read is not None:
+            self.bytes_read = bytes_read
         if not self.enabled:
             return
         now = time.monotonic()
         if not final and now - self.shown < (self.REDRAW_EVERY if self.terminal else self.LINE_EVERY):
             return
         self.shown = now
-        read, total = self.source.counter.bytes_read, self.source.total_bytes
+        read, total = self.bytes_read, self.total_bytes
         rate = messages / max(now - self.started, 1e-9)
         if self.terminal:
             done = min(read / total, 1.0) if total else 0.0
