@@ -42,7 +42,7 @@ def test_a_crash_in_the_webhook_is_a_json_500_not_an_html_page(api_key, monkeypa
     def crash(**kwargs):
         raise RuntimeError("boom")
 
-    monkeypatch.setattr("ingest.views.ingest_messages", crash)
+    monkeypatch.setattr("ingest.views.record_checked", crash)
     client = Client(raise_request_exception=False)
     body = assert_json_message(Webhook(client, api_key).post(identify()), 500)
     assert "boom" not in body["message"]  # internals are not shown to the client

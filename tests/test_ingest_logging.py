@@ -65,7 +65,7 @@ def test_a_crash_logs_and_mails_no_key(settings, api_key, monkeypatch, logs):
     def crash(**kwargs):
         raise RuntimeError("boom")
 
-    monkeypatch.setattr("ingest.views.ingest_messages", crash)
+    monkeypatch.setattr("ingest.views.record_checked", crash)
     response = Webhook(Client(raise_request_exception=False), api_key).post(identify())
     assert response.status_code == 500
     text = everything_logged(logs.records)
