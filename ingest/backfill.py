@@ -368,14 +368,13 @@ def checked_chunks(source: Source, *, fmt=AUTO, name="", chunk_size=1000):
 
 
 def _checked_chunk(items: list[Item], source: Source) -> Chunk:
-    checked = check_within_limits([item.raw for item in items if item.rejection is None])
-    fits = iter(checked.results)
-    results = [
-        next(fits) if item.rejection is None
-        else Result(status="rejected", code=item.rejection[0], message=item.rejection[1])
-        for item in items
-    ]
-    return Chunk([item.position for item in items], Checked(results, checked.valid), source.counter.bytes_read)
+    unreadable = {
+        position: Result(status="rejected", code=item.rejection[0], message=item.rejection[1])
+        for position, item in enumerate(items)
+        if item.rejection is not None
+    }
+    checked = check_within_limits([item.raw for item in items], rejected=unreadable)
+    return Chunk([item.position for item in items], checked, source.counter.bytes_read)
 
 
 @dataclass

@@ -752,16 +752,22 @@ class Checked:
     valid: list[SegmentMessage]
 
 
-def check_messages(raw_messages, *, now=None) -> Checked:
-    """Normalize each decoded JSON message, or give it its rejection."""
+def check_messages(raw_messages, *, now=None, rejected=None) -> Checked:
+    """Normalize each decoded JSON message, or give it its rejection. `rejected` holds the
+    results of messages refused before this (too large, not readable), by position: those
+    are not normalized."""
     now = now or timezone.now()
+    rejected = rejected or {}
     results: list[Result | None] = []
     valid = []
-    for raw in raw_messages:
+    for position, raw in enumerate(raw_messages):
+        if position in rejected:
+            results.append(rejected[position])
+            continue
         try:
             valid.append(normalize(raw, now=now))
-        except MessageRejected as rejected:
-            results.append(Result(status="rejected", code=rejected.status, message=rejected.message))
+        except MessageRejected as refused:
+            results.append(Result(status="rejected", code=refused.status, message=refused.message))
             continue
         results.append(None)
     return Checked(results, valid)

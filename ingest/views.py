@@ -191,20 +191,17 @@ def remember_request_rejection(workspace, body: bytes, error) -> None:
     remember_rejections(workspace=workspace, rejected=[(result, excerpt)])
 
 
-def check_within_limits(messages, measured=False) -> Checked:
+def check_within_limits(messages, measured=False, rejected=None) -> Checked:
     """check_messages, with each message over the per-message size cap rejected alone
     (413): the webhook's batches and import_events check messages through this. With
-    `measured`, the caller has measured the one message already."""
-    too_big = set() if measured else {i for i, raw in enumerate(messages) if oversized(raw)}
-    if not too_big:
-        return check_messages(messages)
-    checked = check_messages([m for i, m in enumerate(messages) if i not in too_big])
-    fits = iter(checked.results)
-    checked.results = [
-        Result(status="rejected", code=413, message=too_large_message()) if i in too_big else next(fits)
-        for i in range(len(messages))
-    ]
-    return checked
+    `measured`, the caller has measured the one message already; `rejected` as for
+    check_messages."""
+    rejected = dict(rejected or {})
+    if not measured:
+        for position, raw in enumerate(messages):
+            if position not in rejected and oversized(raw):
+                rejected[position] = Result(status="rejected", code=413, message=too_large_message())
+    return check_messages(messages, rejected=rejected)
 
 
 def ingest_within_limits(*, workspace, messages, measured=False) -> list[Result]:
