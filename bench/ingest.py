@@ -447,10 +447,10 @@ def open_loop(port, auth, messages, *, rate, seconds, clients=32):
 
 # The statements natsite sends for one identify that creates a new day on PostgreSQL
 # (ingest/authentication.py, ingest/services.py), as they are sent for a single message:
-# the API-key look-up, then one transaction with the claim-and-lock statement, the
-# interaction upsert and the contact write, each row's values as typed parameters; random
-# emails and days, one transaction per event, prepared (-M prepared), as natsite
-# prepares them.
+# the API-key look-up, then one transaction with the claim-and-upsert statement (the
+# messageId, the contact and the interaction) and the contact write, each row's values as
+# typed parameters; random emails and days, one transaction per event, prepared
+# (-M prepared), as natsite prepares them.
 PGBENCH_SCRIPT = """\
 \\set k random(0, {contacts} - 1)
 \\set d random(0, 364)
@@ -465,33 +465,32 @@ WITH claimed AS (INSERT INTO ingest_processedmessage (workspace_id, message_id, 
       CAST(now() - CAST(:d AS integer) * interval '1 day' AS timestamptz), now() FROM claimed
     ON CONFLICT (workspace_id, email) DO UPDATE SET email = excluded.email
     RETURNING id, email, name, user_id, traits, trait_times, first_seen_at, last_interaction_day, closeness_log,
-      last_interaction_log_strength)
-SELECT NULL AS id, message_id AS email, NULL AS name, NULL AS user_id, NULL AS traits, NULL AS trait_times,
-  NULL AS first_seen_at, NULL AS last_interaction_day, NULL AS closeness_log, NULL AS last_interaction_log_strength
-  FROM claimed
-UNION ALL SELECT id, email, name, user_id, traits, trait_times, first_seen_at, last_interaction_day, closeness_log,
-  last_interaction_log_strength FROM locked
+      last_interaction_log_strength),
+  merged AS (INSERT INTO contacts_interaction (workspace_id, contact_id, day, occurred_at, last_occurred_at, description,
+      url, event_count)
+    SELECT {workspace}, locked.id, day, occurred_at, last_occurred_at, description, url, event_count
+    FROM locked, (SELECT CAST(current_date - CAST(:d AS integer) AS date) AS day,
+        CAST(now() - CAST(:d AS integer) * interval '1 day' AS timestamptz) AS occurred_at,
+        CAST(now() - CAST(:d AS integer) * interval '1 day' AS timestamptz) AS last_occurred_at,
+        CAST('https://app.example.com/p/1' AS text) AS description, CAST('https://app.example.com/p/1' AS text) AS url,
+        CAST(1 AS integer) AS event_count) AS v
+    WHERE true ORDER BY 2, 3 ON CONFLICT (contact_id, day) DO UPDATE SET
+      event_count = contacts_interaction.event_count + excluded.event_count,
+      description = CASE WHEN excluded.occurred_at < contacts_interaction.occurred_at OR (excluded.occurred_at =
+        contacts_interaction.occurred_at AND excluded.description COLLATE "C" < contacts_interaction.description COLLATE "C")
+        THEN excluded.description ELSE contacts_interaction.description END,
+      url = CASE WHEN excluded.occurred_at < contacts_interaction.occurred_at OR (excluded.occurred_at =
+        contacts_interaction.occurred_at AND excluded.description COLLATE "C" < contacts_interaction.description COLLATE "C")
+        THEN excluded.url ELSE contacts_interaction.url END,
+      occurred_at = CASE WHEN excluded.occurred_at < contacts_interaction.occurred_at
+        THEN excluded.occurred_at ELSE contacts_interaction.occurred_at END,
+      last_occurred_at = CASE WHEN excluded.last_occurred_at > contacts_interaction.last_occurred_at
+        THEN excluded.last_occurred_at ELSE contacts_interaction.last_occurred_at END
+    RETURNING contact_id, day, event_count)
+SELECT id, email, name, user_id, traits, trait_times, first_seen_at, last_interaction_day, closeness_log,
+  last_interaction_log_strength, claimed.message_id, merged.day, merged.event_count
+  FROM claimed JOIN locked ON true LEFT JOIN merged ON true
 \\aset
-INSERT INTO contacts_interaction (workspace_id, contact_id, day, occurred_at, last_occurred_at, description, url, event_count)
-  SELECT {workspace}, contact_id, day, occurred_at, last_occurred_at, description, url, event_count
-  FROM (SELECT CAST(:id AS bigint) AS contact_id, CAST(current_date - CAST(:d AS integer) AS date) AS day,
-      CAST(now() - CAST(:d AS integer) * interval '1 day' AS timestamptz) AS occurred_at,
-      CAST(now() - CAST(:d AS integer) * interval '1 day' AS timestamptz) AS last_occurred_at,
-      CAST('https://app.example.com/p/1' AS text) AS description, CAST('https://app.example.com/p/1' AS text) AS url,
-      CAST(1 AS integer) AS event_count) AS v
-  WHERE true ORDER BY 2, 3 ON CONFLICT (contact_id, day) DO UPDATE SET
-    event_count = contacts_interaction.event_count + excluded.event_count,
-    description = CASE WHEN excluded.occurred_at < contacts_interaction.occurred_at OR (excluded.occurred_at =
-      contacts_interaction.occurred_at AND excluded.description COLLATE "C" < contacts_interaction.description COLLATE "C")
-      THEN excluded.description ELSE contacts_interaction.description END,
-    url = CASE WHEN excluded.occurred_at < contacts_interaction.occurred_at OR (excluded.occurred_at =
-      contacts_interaction.occurred_at AND excluded.description COLLATE "C" < contacts_interaction.description COLLATE "C")
-      THEN excluded.url ELSE contacts_interaction.url END,
-    occurred_at = CASE WHEN excluded.occurred_at < contacts_interaction.occurred_at
-      THEN excluded.occurred_at ELSE contacts_interaction.occurred_at END,
-    last_occurred_at = CASE WHEN excluded.last_occurred_at > contacts_interaction.last_occurred_at
-      THEN excluded.last_occurred_at ELSE contacts_interaction.last_occurred_at END
-  RETURNING contact_id, day, event_count;
 UPDATE contacts_contact SET name = v.name, user_id = v.user_id, traits = v.traits, trait_times = v.trait_times,
     first_seen_at = v.first_seen_at, last_interaction_day = v.last_interaction_day, closeness_log = v.closeness_log,
     last_interaction_log_strength = v.last_interaction_log_strength

@@ -311,38 +311,44 @@ def _lock_contacts(workspace: Workspace, emails: set[str]) -> dict[str, _LockedC
         return _locked_contacts(cursor.fetchall())
 
 
-def _claim_and_lock(workspace: Workspace, messages: list[SegmentMessage]) -> tuple[set[str], dict[str, _LockedContact]]:
+def _claim_and_lock(workspace: Workspace, messages: list[SegmentMessage], days_of: list[dt.date]):
     """Claim the chunk's messageIds, then lock the contacts of the messages it claimed.
-    Returns (claimed messageIds, locked contacts by email).
+    Returns (claimed messageIds, locked contacts by email, the interactions' rows or None).
 
     A single message's contact, when new, is created empty by the very statement that
-    locks an existing one: an upsert, which can stay prepared. A batch reads and locks
-    only the contacts that exist, and inserts the new ones whole later, so that they are
-    written once; the look-up by email is then planned for each batch."""
+    locks an existing one: an upsert, which can stay prepared; on PostgreSQL that statement
+    also adds the message to its day's interaction, whose (contact id, day, event count)
+    row it returns (None when it was not added: a batch, SQLite, an engage message). A
+    batch reads and locks only the contacts that exist, and inserts the new ones whole
+    later, so that they are written once; the look-up by email is then planned for each
+    batch."""
     if len(messages) == 1:
-        return _claim_and_upsert(workspace, messages[0])
+        return _claim_and_upsert(workspace, messages[0], days_of[0])
     if connection.vendor == "postgresql":
-        return _claim_and_lock_in_one(workspace, messages)
+        return *_claim_and_lock_in_one(workspace, messages), None
     claimed = _claim_message_ids(workspace, [message.message_id for message in messages])
     emails = {message.email for message in messages if message.message_id in claimed}
-    return claimed, _lock_contacts(workspace, emails) if emails else {}
+    return claimed, _lock_contacts(workspace, emails) if emails else {}, None
 
 
-def _claim_and_upsert(workspace: Workspace, message: SegmentMessage) -> tuple[set[str], dict[str, _LockedContact]]:
-    """One message: claim its messageId and, if it is new, create or lock its contact. One
-    statement on PostgreSQL (a data-modifying WITH); two on SQLite, which cannot put an
-    INSERT in a WITH clause."""
+def _claim_and_upsert(workspace: Workspace, message: SegmentMessage, day: dt.date):
+    """One message: claim its messageId and, if it is new, create or lock its contact and
+    (an identify) add it to its day's interaction. One statement on PostgreSQL (a
+    data-modifying WITH whose interaction upsert takes the contact's id from the contact
+    upsert, so runs after the contact is locked); two on SQLite, which cannot put an
+    INSERT in a WITH clause, and which adds the interaction later."""
     adapt_time = _time_adapter()
     now = adapt_time(timezone.now())
     if connection.vendor != "postgresql":
         if not _claim_message_ids(workspace, [message.message_id]):
-            return set(), {}
+            return set(), {}, None
         with prepared_cursor() as cursor:
             cursor.execute(
                 _contact_upsert_sql("SELECT %s, %s, '', '', '{}', '{}', %s, %s WHERE true"),
                 [workspace.pk, message.email, adapt_time(message.timestamp), now],
             )
-            return {message.message_id}, _locked_contacts(cursor.fetchall())
+            return {message.message_id}, _locked_contacts(cursor.fetchall()), None
+    params = [workspace.pk, message.message_id, now, workspace.pk, message.email, message.timestamp, now]
     sql = (
         f"WITH claimed AS (INSERT INTO {_table(ProcessedMessage)} (workspace_id, message_id, received_at) "
         "VALUES (%s::bigint, %s::text, %s::timestamptz) "
@@ -352,14 +358,28 @@ def _claim_and_upsert(workspace: Workspace, message: SegmentMessage) -> tuple[se
             "SELECT %s::bigint, %s::text, '', '', '{}', '{}', %s::timestamptz, %s::timestamptz FROM claimed"
         )
         + ") "
-        + _CLAIMED_THEN_LOCKED
     )
-    with prepared_cursor() as cursor:
-        cursor.execute(
-            sql, [workspace.pk, message.message_id, now, workspace.pk, message.email, message.timestamp, now]
+    if message.is_engage:
+        sql += _CLAIMED_THEN_LOCKED
+    else:
+        day_source, day_params = _rows(
+            _SINGLE_DAY_COLUMNS, [(day, message.timestamp, message.timestamp, message.description, message.url, 1)],
         )
+        sql += (
+            f", merged AS ({_merge_interactions_sql('locked.id', f'locked, {day_source}')}) "
+            f"SELECT {_CONTACT_COLUMNS}, claimed.message_id, merged.day, merged.event_count "
+            "FROM claimed JOIN locked ON true LEFT JOIN merged ON true"
+        )
+        params += [workspace.pk, *day_params]
+    with prepared_cursor() as cursor:
+        cursor.execute(sql, params)
         rows = cursor.fetchall()
-    return _claimed_and_locked(rows)
+    if message.is_engage:
+        return *_claimed_and_locked(rows), None
+    if not rows:
+        return set(), {}, None
+    ((*contact, message_id, merged_day, event_count),) = rows
+    return {message_id}, _locked_contacts([contact]), [(contact[0], merged_day, event_count)]
 
 
 def _claim_and_lock_in_one(workspace, messages) -> tuple[set[str], dict[str, _LockedContact]]:
@@ -443,6 +463,11 @@ _DAY_COLUMNS = {
     "contact_id": "bigint", "email": "text", "day": "date", "occurred_at": "timestamptz",
     "last_occurred_at": "timestamptz", "description": "text", "url": "text", "event_count": "integer",
 }
+
+
+# A single message's day as its claim-and-upsert statement adds it: the contact's id comes
+# from the contact upsert of the same statement.
+_SINGLE_DAY_COLUMNS = {name: kind for name, kind in _DAY_COLUMNS.items() if name not in ("contact_id", "email")}
 
 
 def _day_rows(days: dict[tuple[str, dt.date], _DayMerge], contacts: dict[str, _LockedContact]) -> tuple[str, list]:
@@ -612,7 +637,7 @@ def _record_identifies(workspace: Workspace, messages: list[SegmentMessage]) -> 
     days_of = [message.timestamp.astimezone(tzinfo).date() for message in messages]
     results: list[Result | None] = [None] * len(messages)
 
-    claimed, contacts = _claim_and_lock(workspace, messages)
+    claimed, contacts, rows = _claim_and_lock(workspace, messages, days_of)
     fresh = []
     for index, message in enumerate(messages):
         if message.message_id in claimed:
@@ -628,7 +653,10 @@ def _record_identifies(workspace: Workspace, messages: list[SegmentMessage]) -> 
     # Every day of a new contact is new: it is inserted with its closeness.
     created = {key for key in days if key[0] in new}
     _add_days(contacts, created, days)
-    rows, taken = _insert_and_merge(workspace, new, contacts, days) if new or days else ([], set())
+    if rows is None:
+        rows, taken = _insert_and_merge(workspace, new, contacts, days) if new or days else ([], set())
+    else:
+        taken = set()  # a single message: its contact was upserted, its day added already
     if taken:
         # Inserted by a concurrent chunk since this one looked: lock them now, and merge this
         # chunk's messages into them as into any contact that exists.
