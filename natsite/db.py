@@ -11,9 +11,12 @@ DATABASE_PREPARED_STATEMENTS=0 turns this off and these are ordinary Django curs
 """
 
 import contextlib
+import weakref
 
+import psycopg
 from django.db import DEFAULT_DB_ALIAS, InterfaceError, OperationalError, connections
 from django.db.backends.postgresql.base import CursorDebugWrapper, ServerBindingCursor
+from django.db.backends.utils import CursorWrapper
 
 
 class LoggedCursor(CursorDebugWrapper):
@@ -25,6 +28,12 @@ class LoggedCursor(CursorDebugWrapper):
             return self._execute_with_wrappers(sql, params, many=False, executor=self._execute)
 
 
+# psycopg's default loader of timestamptz text: its compiled one (psycopg[binary]).
+_COMPILED_TIMESTAMPTZ_LOADER = psycopg.adapters.get_loader(
+    psycopg.postgres.types["timestamptz"].oid, psycopg.pq.Format.TEXT
+)
+
+
 class PlannedEachTimeCursor(ServerBindingCursor):
     """Server-side binding without a prepared statement: PostgreSQL plans the statement
     for each execution, with its parameters and the tables' current sizes."""
@@ -33,11 +42,53 @@ class PlannedEachTimeCursor(ServerBindingCursor):
         return super().execute(query, params, prepare=False, binary=binary)
 
 
+class KeptCursorWrapper(CursorWrapper):
+    """A connection's kept cursor, wrapped as Django wraps its cursors: leaving the `with`
+    block hands the cursor back instead of closing it."""
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, type, value, traceback):
+        _in_use.discard(self.cursor)
+
+    def close(self):
+        _in_use.discard(self.cursor)
+
+
+# Per psycopg connection (one per thread), its kept cursors by `prepare`: a cursor made
+# for every statement, with its row loaders, cost about a quarter of the statement's CPU.
+_kept = weakref.WeakKeyDictionary()
+# Kept cursors handed out and not handed back yet: a statement run meanwhile (none of the
+# ingest's does) gets a cursor of its own.
+_in_use = weakref.WeakSet()
+
+
+def _kept_cursor(db, raw, prepare):
+    cursors = _kept.get(raw)
+    if cursors is None:
+        cursors = _kept[raw] = {}
+    cursor = cursors.get(prepare)
+    if cursor is None or cursor.closed:
+        cursor = cursors[prepare] = (ServerBindingCursor if prepare else PlannedEachTimeCursor)(raw)
+        if db.timezone_name == "UTC":
+            # psycopg's own loader (compiled) instead of Django's (Python): with the
+            # session in UTC, which Django sets for a connection in UTC, both give the
+            # same aware datetimes, in datetime.timezone.utc.
+            cursor.adapters.register_loader("timestamptz", _COMPILED_TIMESTAMPTZ_LOADER)
+    elif cursor in _in_use:
+        return (ServerBindingCursor if prepare else PlannedEachTimeCursor)(raw), False
+    _in_use.add(cursor)
+    return cursor, True
+
+
 def prepared_cursor(prepare=True):
     """A Django cursor (wrapped as connection.cursor()'s, so query logging and
     execute_wrappers see its statements) whose statements PostgreSQL prepares; with
     prepare=False, ones it plans for each execution instead (a prepared statement's
-    generic plan, made while a table is small, can stay in use after it has grown)."""
+    generic plan, made while a table is small, can stay in use after it has grown).
+    Outside query logging it is one cursor kept per connection: use it in a `with` block,
+    and fetch its rows there."""
     # `connection` finds the thread's connection on every attribute: look it up once.
     db = connections[DEFAULT_DB_ALIAS]
     if db.vendor != "postgresql":
@@ -50,10 +101,10 @@ def prepared_cursor(prepare=True):
         return db.cursor()
     with db.wrap_database_errors:
         db.validate_thread_sharing()
-        cursor = (ServerBindingCursor if prepare else PlannedEachTimeCursor)(raw)
         if db.queries_logged:
-            return LoggedCursor(cursor, db)
-        return db.make_cursor(cursor)
+            return LoggedCursor((ServerBindingCursor if prepare else PlannedEachTimeCursor)(raw), db)
+        cursor, kept = _kept_cursor(db, raw, prepare)
+        return KeptCursorWrapper(cursor, db) if kept else db.make_cursor(cursor)
 
 
 def first_statement(run):
