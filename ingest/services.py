@@ -27,6 +27,7 @@ splits the chunk and runs alone, between the messages around it.
 """
 
 import datetime as dt
+import functools
 import json
 import logging
 import random
@@ -34,7 +35,9 @@ import time
 from dataclasses import dataclass
 
 from django.conf import settings
-from django.db import DatabaseError, DataError, OperationalError, connection, transaction
+from django.db import (
+    DEFAULT_DB_ALIAS, DatabaseError, DataError, OperationalError, connection, connections, transaction,
+)
 from django.db.models import Q
 from django.utils import timezone
 
@@ -123,6 +126,12 @@ ATTEMPTS = 4
 TRANSIENT_SQLSTATES = ("40P01", "40001")  # deadlock detected, serialization failure
 
 
+def _db():
+    """This thread's default connection. `connection` finds it again on every attribute
+    (a few microseconds each): the per-message helpers look it up once."""
+    return connections[DEFAULT_DB_ALIAS]
+
+
 def _table(model) -> str:
     return connection.ops.quote_name(model._meta.db_table)
 
@@ -140,14 +149,15 @@ def _rows(columns: dict[str, str], rows: list[tuple]) -> tuple[str, list]:
     run, and keys repeated in every row cost more to encode. `columns` maps each name
     to its PostgreSQL type."""
     names = list(columns)
-    if connection.vendor == "postgresql" and len(rows) == 1:
+    postgresql = _db().vendor == "postgresql"
+    if postgresql and len(rows) == 1:
         # One row, as for a single message: typed parameters, which PostgreSQL reads for
         # about half the CPU that parsing a one-row JSON document costs it.
         select = ", ".join(f"%s::{kind} AS {name}" for name, kind in columns.items())
         (row,) = rows
         params = [json.dumps(value) if kind == "jsonb" else value for kind, value in zip(columns.values(), row)]
         return f"(SELECT {select}) AS v", params
-    if connection.vendor == "postgresql":
+    if postgresql:
         select = ", ".join(
             f"(e->{position})::jsonb AS {name}" if kind == "jsonb" else f"(e->>{position})::{kind} AS {name}"
             for position, (name, kind) in enumerate(columns.items())
@@ -171,13 +181,14 @@ def _naive_utc_text(value):
     return value.isoformat(" ")[:-6]  # without "+00:00"
 
 
-def _time_adapter():
+def _time_adapter(db=None):
     """The function that turns a datetime into what the database driver takes. SQLite
     keeps naive UTC text: done directly, as Django's adapter would, since a chunk adapts
     thousands of them (and every look-up through `connection` has a cost)."""
-    if connection.vendor == "sqlite" and connection.timezone_name == "UTC":
+    db = db or _db()
+    if db.vendor == "sqlite" and db.timezone_name == "UTC":
         return _naive_utc_text
-    return connection.ops.adapt_datetimefield_value
+    return db.ops.adapt_datetimefield_value
 
 
 def _time_of(value, zone) -> dt.datetime | None:
@@ -278,7 +289,8 @@ def _contact_upsert_sql(select: str) -> str:
 
 
 def _locked_contacts(rows) -> dict[str, _LockedContact]:
-    zone = dt.timezone.utc if connection.timezone_name == "UTC" else connection.timezone
+    db = _db()
+    zone = dt.timezone.utc if db.timezone_name == "UTC" else db.timezone
     return {
         email: _LockedContact(
             pk, email, name, user_id, _json_of(traits), _json_of(trait_times), _time_of(first_seen_at, zone),
@@ -331,24 +343,10 @@ def _claim_and_lock(workspace: Workspace, messages: list[SegmentMessage], days_o
     return claimed, _lock_contacts(workspace, emails) if emails else {}, None
 
 
-def _claim_and_upsert(workspace: Workspace, message: SegmentMessage, day: dt.date):
-    """One message: claim its messageId and, if it is new, create or lock its contact and
-    (an identify) add it to its day's interaction. One statement on PostgreSQL (a
-    data-modifying WITH whose interaction upsert takes the contact's id from the contact
-    upsert, so runs after the contact is locked); two on SQLite, which cannot put an
-    INSERT in a WITH clause, and which adds the interaction later."""
-    adapt_time = _time_adapter()
-    now = adapt_time(timezone.now())
-    if connection.vendor != "postgresql":
-        if not _claim_message_ids(workspace, [message.message_id]):
-            return set(), {}, None
-        with prepared_cursor() as cursor:
-            cursor.execute(
-                _contact_upsert_sql("SELECT %s, %s, '', '', '{}', '{}', %s, %s WHERE true"),
-                [workspace.pk, message.email, adapt_time(message.timestamp), now],
-            )
-            return {message.message_id}, _locked_contacts(cursor.fetchall()), None
-    params = [workspace.pk, message.message_id, now, workspace.pk, message.email, message.timestamp, now]
+@functools.cache
+def _single_claim_sql(with_interaction: bool) -> str:
+    """PostgreSQL: the statement of _claim_and_upsert, built once (with or without adding
+    the message to its day's interaction)."""
     sql = (
         f"WITH claimed AS (INSERT INTO {_table(ProcessedMessage)} (workspace_id, message_id, received_at) "
         "VALUES (%s::bigint, %s::text, %s::timestamptz) "
@@ -359,20 +357,40 @@ def _claim_and_upsert(workspace: Workspace, message: SegmentMessage, day: dt.dat
         )
         + ") "
     )
-    if message.is_engage:
-        sql += _CLAIMED_THEN_LOCKED
-    else:
-        day_source, day_params = _rows(
-            _SINGLE_DAY_COLUMNS, [(day, message.timestamp, message.timestamp, message.description, message.url, 1)],
-        )
-        sql += (
-            f", merged AS ({_merge_interactions_sql('locked.id', f'locked, {day_source}')}) "
-            f"SELECT {_CONTACT_COLUMNS}, claimed.message_id, merged.day, merged.event_count "
-            "FROM claimed JOIN locked ON true LEFT JOIN merged ON true"
-        )
-        params += [workspace.pk, *day_params]
+    if not with_interaction:
+        return sql + _CLAIMED_THEN_LOCKED
+    select = ", ".join(f"%s::{kind} AS {name}" for name, kind in _SINGLE_DAY_COLUMNS.items())
+    return sql + (
+        f", merged AS ({_merge_interactions_sql('locked.id', f'locked, (SELECT {select}) AS v')}) "
+        f"SELECT {_CONTACT_COLUMNS}, claimed.message_id, merged.day, merged.event_count "
+        "FROM claimed JOIN locked ON true LEFT JOIN merged ON true"
+    )
+
+
+def _claim_and_upsert(workspace: Workspace, message: SegmentMessage, day: dt.date):
+    """One message: claim its messageId and, if it is new, create or lock its contact and
+    (an identify) add it to its day's interaction. One statement on PostgreSQL (a
+    data-modifying WITH whose interaction upsert takes the contact's id from the contact
+    upsert, so runs after the contact is locked); two on SQLite, which cannot put an
+    INSERT in a WITH clause, and which adds the interaction later."""
+    db = _db()
+    adapt_time = _time_adapter(db)
+    now = adapt_time(timezone.now())
+    if db.vendor != "postgresql":
+        if not _claim_message_ids(workspace, [message.message_id]):
+            return set(), {}, None
+        with prepared_cursor() as cursor:
+            cursor.execute(
+                _contact_upsert_sql("SELECT %s, %s, '', '', '{}', '{}', %s, %s WHERE true"),
+                [workspace.pk, message.email, adapt_time(message.timestamp), now],
+            )
+            return {message.message_id}, _locked_contacts(cursor.fetchall()), None
+    params = [workspace.pk, message.message_id, now, workspace.pk, message.email, message.timestamp, now]
+    if not message.is_engage:
+        # the interaction's workspace, then the values of _SINGLE_DAY_COLUMNS
+        params += [workspace.pk, day, message.timestamp, message.timestamp, message.description, message.url, 1]
     with prepared_cursor() as cursor:
-        cursor.execute(sql, params)
+        cursor.execute(_single_claim_sql(not message.is_engage), params)
         rows = cursor.fetchall()
     if message.is_engage:
         return *_claimed_and_locked(rows), None
@@ -437,8 +455,9 @@ def _state_rows(key: str, contacts: list[_LockedContact]) -> tuple[str, list]:
     """_rows of the contacts' state, in the order given, each row led by `key`: "id" for
     contacts that exist, "email" for new ones."""
     # jsonb columns take the JSON as it is on PostgreSQL (inside the rows' JSON document)
-    encode = (lambda value: value) if connection.vendor == "postgresql" else json.dumps
-    adapt_day, adapt_time = connection.ops.adapt_datefield_value, _time_adapter()
+    db = _db()
+    encode = (lambda value: value) if db.vendor == "postgresql" else json.dumps
+    adapt_day, adapt_time = db.ops.adapt_datefield_value, _time_adapter(db)
     by_id = key == "id"
     return _rows({key: "bigint" if by_id else "text", **_STATE_COLUMNS}, [
         (contact.pk if by_id else contact.email, contact.name, contact.user_id, encode(contact.traits),
@@ -472,7 +491,8 @@ _SINGLE_DAY_COLUMNS = {name: kind for name, kind in _DAY_COLUMNS.items() if name
 
 def _day_rows(days: dict[tuple[str, dt.date], _DayMerge], contacts: dict[str, _LockedContact]) -> tuple[str, list]:
     """The chunk's (contact, day) merges, with the contact's id (None for one not yet inserted)."""
-    adapt_day, adapt_time = connection.ops.adapt_datefield_value, _time_adapter()
+    db = _db()
+    adapt_day, adapt_time = db.ops.adapt_datefield_value, _time_adapter(db)
     return _rows(_DAY_COLUMNS, [
         (contacts[email].pk, email, adapt_day(day), adapt_time(merge.occurred_at), adapt_time(merge.last_occurred_at),
          merge.description, merge.url, merge.event_count)
