@@ -118,8 +118,12 @@ class ApiKeyEvent(models.Model):
 class ProcessedMessage(models.Model):
     """Segment messageIds already applied, so retries and replays change nothing."""
 
-    # Led by the (workspace, ...) indexes below: no index of its own to write per message.
-    workspace = models.ForeignKey(Workspace, on_delete=models.CASCADE, related_name="+", db_index=False)
+    # Led by the (workspace, ...) indexes below: no index of its own to write per message;
+    # and no constraint in the database, which would check (and lock) the one workspace row
+    # for every message. Deleting a workspace still deletes its ledger (Django cascades).
+    workspace = models.ForeignKey(
+        Workspace, on_delete=models.CASCADE, related_name="+", db_index=False, db_constraint=False
+    )
     message_id = models.CharField(max_length=255)
     received_at = models.DateTimeField(default=timezone.now, db_index=True)
 
