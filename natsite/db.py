@@ -42,44 +42,60 @@ class PlannedEachTimeCursor(ServerBindingCursor):
         return super().execute(query, params, prepare=False, binary=binary)
 
 
+def _new_cursor(raw, prepare):
+    return (ServerBindingCursor if prepare else PlannedEachTimeCursor)(raw)
+
+
+class _Kept:
+    """A connection's kept cursor, and whether it is handed out now."""
+
+    __slots__ = ("cursor", "in_use")
+
+    def __init__(self, cursor):
+        self.cursor, self.in_use = cursor, False
+
+
 class KeptCursorWrapper(CursorWrapper):
     """A connection's kept cursor, wrapped as Django wraps its cursors: leaving the `with`
     block hands the cursor back instead of closing it."""
+
+    def __init__(self, kept: _Kept, db):
+        super().__init__(kept.cursor, db)
+        self.kept = kept
+        kept.in_use = True
 
     def __enter__(self):
         return self
 
     def __exit__(self, type, value, traceback):
-        _in_use.discard(self.cursor)
+        self.kept.in_use = False
 
     def close(self):
-        _in_use.discard(self.cursor)
+        self.kept.in_use = False
 
 
-# Per psycopg connection (one per thread), its kept cursors by `prepare`: a cursor made
-# for every statement, with its row loaders, cost about a quarter of the statement's CPU.
+# Per psycopg connection (one per thread, so nothing here is shared between threads): its
+# kept cursors by `prepare`. A cursor made for every statement, with its row loaders,
+# cost about a quarter of the statement's CPU.
 _kept = weakref.WeakKeyDictionary()
-# Kept cursors handed out and not handed back yet: a statement run meanwhile (none of the
-# ingest's does) gets a cursor of its own.
-_in_use = weakref.WeakSet()
 
 
-def _kept_cursor(db, raw, prepare):
+def _kept_cursor(db, raw, prepare) -> _Kept | None:
+    """The connection's kept cursor, or None while it is handed out (a statement run
+    meanwhile, which none of the ingest's does, gets a cursor of its own)."""
     cursors = _kept.get(raw)
     if cursors is None:
         cursors = _kept[raw] = {}
-    cursor = cursors.get(prepare)
-    if cursor is None or cursor.closed:
-        cursor = cursors[prepare] = (ServerBindingCursor if prepare else PlannedEachTimeCursor)(raw)
+    kept = cursors.get(prepare)
+    if kept is None or kept.cursor.closed:
+        cursor = _new_cursor(raw, prepare)
         if db.timezone_name == "UTC":
             # psycopg's own loader (compiled) instead of Django's (Python): with the
             # session in UTC, which Django sets for a connection in UTC, both give the
             # same aware datetimes, in datetime.timezone.utc.
             cursor.adapters.register_loader("timestamptz", _COMPILED_TIMESTAMPTZ_LOADER)
-    elif cursor in _in_use:
-        return (ServerBindingCursor if prepare else PlannedEachTimeCursor)(raw), False
-    _in_use.add(cursor)
-    return cursor, True
+        kept = cursors[prepare] = _Kept(cursor)
+    return None if kept.in_use else kept
 
 
 def prepared_cursor(prepare=True):
@@ -102,9 +118,11 @@ def prepared_cursor(prepare=True):
     with db.wrap_database_errors:
         db.validate_thread_sharing()
         if db.queries_logged:
-            return LoggedCursor((ServerBindingCursor if prepare else PlannedEachTimeCursor)(raw), db)
-        cursor, kept = _kept_cursor(db, raw, prepare)
-        return KeptCursorWrapper(cursor, db) if kept else db.make_cursor(cursor)
+            return LoggedCursor(_new_cursor(raw, prepare), db)
+        kept = _kept_cursor(db, raw, prepare)
+        if kept is not None:
+            return KeptCursorWrapper(kept, db)
+        return db.make_cursor(_new_cursor(raw, prepare))
 
 
 def first_statement(run):
