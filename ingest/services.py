@@ -14,7 +14,9 @@ transaction per chunk of up to CHUNK_MESSAGES identifies:
    batch creates is inserted whole (traits, days and closeness: all of its days are new),
    written once instead of inserted and then updated;
 3. add the messages to the interactions in one upsert whose RETURNING tells which days
-   are new; on PostgreSQL a batch's new contacts are inserted by this statement too;
+   are new; on PostgreSQL a batch's new contacts are inserted by this statement too, and
+   a single identify's interaction is added by the statement of step 1 (nothing in its
+   merge depends on the contact);
 4. write the existing contacts' merged traits, first_seen_at, last day and closeness_log
    in one UPDATE ... FROM (VALUES ...).
 A contact that a concurrent chunk inserts after a batch looked for it is locked then, and
