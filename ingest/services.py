@@ -144,6 +144,11 @@ def _description_collation() -> str:
     return ' COLLATE "C"' if connection.vendor == "postgresql" else ""
 
 
+def _typed_row(columns: dict[str, str]) -> str:
+    """PostgreSQL: FROM item `v`, one row of typed parameters under these column names."""
+    return "(SELECT " + ", ".join(f"%s::{kind} AS {name}" for name, kind in columns.items()) + ") AS v"
+
+
 def _rows(columns: dict[str, str], rows: list[tuple]) -> tuple[str, list]:
     """(FROM item `v` holding `rows` under these column names, its parameters).
     On PostgreSQL the rows travel as one JSON parameter, an array of arrays: a statement
@@ -155,10 +160,9 @@ def _rows(columns: dict[str, str], rows: list[tuple]) -> tuple[str, list]:
     if postgresql and len(rows) == 1:
         # One row, as for a single message: typed parameters, which PostgreSQL reads for
         # about half the CPU that parsing a one-row JSON document costs it.
-        select = ", ".join(f"%s::{kind} AS {name}" for name, kind in columns.items())
         (row,) = rows
         params = [json.dumps(value) if kind == "jsonb" else value for kind, value in zip(columns.values(), row)]
-        return f"(SELECT {select}) AS v", params
+        return _typed_row(columns), params
     if postgresql:
         select = ", ".join(
             f"(e->{position})::jsonb AS {name}" if kind == "jsonb" else f"(e->>{position})::{kind} AS {name}"
@@ -361,9 +365,8 @@ def _single_claim_sql(with_interaction: bool) -> str:
     )
     if not with_interaction:
         return sql + _CLAIMED_THEN_LOCKED
-    select = ", ".join(f"%s::{kind} AS {name}" for name, kind in _SINGLE_DAY_COLUMNS.items())
     return sql + (
-        f", merged AS ({_merge_interactions_sql('locked.id', f'locked, (SELECT {select}) AS v')}) "
+        f", merged AS ({_merge_interactions_sql('locked.id', f'locked, {_typed_row(_SINGLE_DAY_COLUMNS)}')}) "
         f"SELECT {_CONTACT_COLUMNS}, claimed.message_id, merged.day, merged.event_count "
         "FROM claimed JOIN locked ON true LEFT JOIN merged ON true"
     )
