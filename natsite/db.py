@@ -175,3 +175,41 @@ def bulk_loading():
     finally:
         with db.cursor() as cursor:
             cursor.execute(f"PRAGMA wal_autocheckpoint = {int(previous):d}")
+
+
+# A table is analyzed again once it holds this many times the pages it had when last
+# analyzed (and at least ANALYZE_MIN_PAGES): see analyze_if_grown().
+ANALYZE_GROWTH = 2
+ANALYZE_MIN_PAGES = 16
+
+
+def analyze_if_grown(model, fields) -> bool:
+    """PostgreSQL: ANALYZE these fields' columns of the model's table when it has outgrown
+    its statistics (more than ANALYZE_GROWTH times the pages it had when last analyzed);
+    returns whether it did.
+
+    A first import grows a table by thousands of rows a second, far faster than
+    autovacuum analyzes it (at most once a minute). Planned on statistics of a near-empty
+    table, a statement that looks up a chunk's contacts hashes every contact of the
+    workspace instead of probing an index for each one, and a prepared statement keeps
+    the plan made when the table was small: each chunk then costs more the larger the
+    workspace grows. ANALYZE reads a bounded sample, and makes PostgreSQL plan such
+    statements again. Only the columns those plans depend on are analyzed (a JSON
+    column's statistics cost the most to gather); autovacuum does all of them later.
+    SKIP_LOCKED: a table that autovacuum is analyzing is left to it."""
+    db = connections[DEFAULT_DB_ALIAS]
+    if db.vendor != "postgresql":
+        return False
+    table = model._meta.db_table
+    columns = ", ".join(db.ops.quote_name(model._meta.get_field(name).column) for name in fields)
+    with db.cursor() as cursor:
+        cursor.execute(
+            "SELECT relpages, pg_relation_size(oid) / current_setting('block_size')::int FROM pg_class "
+            "WHERE oid = %s::regclass",
+            [db.ops.quote_name(table)],
+        )
+        analyzed_pages, pages = cursor.fetchone()
+        if pages < ANALYZE_MIN_PAGES or pages <= ANALYZE_GROWTH * analyzed_pages:
+            return False
+        cursor.execute(f"ANALYZE (SKIP_LOCKED) {db.ops.quote_name(table)} ({columns})")
+    return True

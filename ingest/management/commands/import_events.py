@@ -14,9 +14,10 @@ from django.core.management.base import BaseCommand, CommandError
 from django.db import DatabaseError
 
 from contacts.management.lookups import workspace_by_slug
+from contacts.models import Contact
 from ingest.backfill import AUTO, DOCUMENT, LINES, BrokenExport, checked_chunks, open_source, read_in_child
 from ingest.services import ACCEPTED, record_checked
-from natsite.db import bulk_loading
+from natsite.db import analyze_if_grown, bulk_loading
 from natsite.gc_settle import live_objects_frozen
 
 STATUSES = (*ACCEPTED, "rejected")
@@ -66,6 +67,9 @@ class Command(BaseCommand):
         try:
             for chunk in chunks:
                 self.record(target, chunk, tally)
+                # A first import outgrows the contacts' statistics within seconds: the
+                # look-up of a chunk's contacts by (workspace, email) depends on them.
+                analyze_if_grown(Contact, ["workspace", "email"])
                 progress.update(tally.total, chunk.bytes_read)
         except BrokenExport as error:
             stopped = f"The export breaks off after {tally.total} messages: {error}"
