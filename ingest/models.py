@@ -125,14 +125,15 @@ class ProcessedMessage(models.Model):
         Workspace, on_delete=models.CASCADE, related_name="+", db_index=False, db_constraint=False
     )
     message_id = models.CharField(max_length=255)
-    received_at = models.DateTimeField(default=timezone.now, db_index=True)
+    # Led by the (workspace, received_at) index below, which the purge uses too.
+    received_at = models.DateTimeField(default=timezone.now)
 
     class Meta:
         constraints = [
             models.UniqueConstraint(fields=["workspace", "message_id"], name="unique_processed_message")
         ]
-        # "Last event" and "accepted today" on the Segment connection panel are range
-        # scans on this index.
+        # "Last event" and "accepted today" on the Segment connection panel, and the
+        # purge of old messageIds (workspace by workspace), are range scans on this index.
         indexes = [models.Index(fields=["workspace", "received_at"], name="processed_received_idx")]
 
 

@@ -8,6 +8,7 @@ import json
 
 import pytest
 from django.core.management import CommandError, call_command
+from django.db import connection
 from django.utils import timezone
 
 from contacts import closeness
@@ -182,6 +183,30 @@ def test_purge_forgets_message_ids_older_than_30_days(workspace):
     output = run("purge_processed_messages")
     assert list(ProcessedMessage.objects.values_list("message_id", flat=True)) == ["recent"]
     assert "1" in output
+
+
+def test_purge_forgets_old_message_ids_of_every_workspace_and_only_those(workspace, other_workspace):
+    for owner in (workspace, other_workspace):
+        processed(owner, f"old-{owner.slug}", dt.timedelta(days=45))
+        processed(owner, f"recent-{owner.slug}", dt.timedelta(days=1))
+
+    output = run("purge_processed_messages")
+
+    assert sorted(ProcessedMessage.objects.values_list("workspace__slug", "message_id")) == [
+        ("acme", "recent-acme"), ("globex", "recent-globex"),
+    ]
+    assert "Purged 2 " in output
+
+
+def test_every_message_writes_one_index_of_the_ledger_for_its_time():
+    with connection.cursor() as cursor:
+        constraints = connection.introspection.get_constraints(cursor, ProcessedMessage._meta.db_table)
+    indexed = sorted(
+        tuple(info["columns"]) for info in constraints.values()
+        if (info["index"] or info["unique"]) and not info["primary_key"]
+    )
+
+    assert indexed == [("workspace_id", "message_id"), ("workspace_id", "received_at")]
 
 
 def test_purge_retention_is_configurable(workspace, settings):
