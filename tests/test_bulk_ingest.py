@@ -110,6 +110,34 @@ def test_a_batch_leaves_the_same_database_as_one_message_at_a_time(seed, tz):
     assert {"created", "merged", "duplicate", "traits_updated", "deleted", 400, 501} <= statuses
 
 
+# Trait values that a trip through the database's JSON types could alter: integers past 64
+# bits, floats whose shortest form has many digits or an exponent, text that needs escapes.
+AWKWARD_TRAITS = {
+    "big": 2**70, "negative": -(2**63) - 1, "third": 0.1 + 0.2, "tiny": 1e-300, "exponent": 1.5e-07,
+    "quoted": 'say "hi" \\ bye', "accents": "Zoë Ångström 東京 🚀", "nested": {"list": [1, "two", None, True]},
+}
+
+
+@pytest.mark.django_db
+def test_awkward_trait_values_come_back_from_a_batch_as_sent_and_as_one_at_a_time():
+    messages = [
+        {
+            "type": "identify", "messageId": f"awkward-{n}", "timestamp": f"2024-03-0{n + 1}T10:00:00Z",
+            "traits": {"email": f"awkward{n % 2}@example.com", **AWKWARD_TRAITS, "n": n},
+        }
+        for n in range(6)
+    ]
+    singly, together = WorkspaceFactory(), WorkspaceFactory()
+
+    expected = outcome(one_at_a_time(singly, messages, NOW))
+    got = outcome(ingest_messages(workspace=together, raw_messages=messages, now=NOW))
+
+    assert got == expected
+    assert snapshot(together) == snapshot(singly)
+    for contact in Contact.objects.filter(workspace=together):
+        assert {key: contact.traits[key] for key in AWKWARD_TRAITS} == AWKWARD_TRAITS
+
+
 @pytest.mark.django_db
 def test_chunk_boundaries_change_nothing(monkeypatch):
     messages = messy_batch(4)
