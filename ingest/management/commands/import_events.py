@@ -16,6 +16,7 @@ from django.db import DatabaseError
 from contacts.management.lookups import workspace_by_slug
 from contacts.models import Contact
 from ingest.backfill import AUTO, DOCUMENT, LINES, BrokenExport, checked_chunks, open_source, read_in_child
+from ingest.parallel import TwoConnectionRecorder, can_record_in_parallel
 from ingest.services import ACCEPTED, record_checked
 from natsite.db import analyze_if_grown, bulk_loading
 from natsite.gc_settle import live_objects_frozen
@@ -44,8 +45,12 @@ class Command(BaseCommand):
         parser.add_argument("--chunk-size", type=int, default=1000, help="messages recorded per call (default 1000)")
         parser.add_argument("--show-errors", type=int, default=20, help="how many errors the summary lists (default 20)")
         parser.add_argument("--no-progress", action="store_true", help="no progress bar or progress lines")
+        parser.add_argument(
+            "--connections", type=int, choices=(1, 2), default=2,
+            help="PostgreSQL: record each chunk's contacts split over this many connections (default 2)",
+        )
 
-    def handle(self, *args, file, workspace, format, chunk_size, show_errors, no_progress, **options):
+    def handle(self, *args, file, workspace, format, chunk_size, show_errors, no_progress, connections, **options):
         if chunk_size < 1:
             raise CommandError("--chunk-size must be at least 1")
         target = workspace_by_slug(workspace)
@@ -57,16 +62,17 @@ class Command(BaseCommand):
         # A full collection then walks the import's own objects only; SQLite checkpoints
         # its log less often (natsite/db.py).
         with live_objects_frozen(), bulk_loading():
-            self.import_file(target, source, file, format, chunk_size, show_errors, no_progress)
+            self.import_file(target, source, file, format, chunk_size, show_errors, no_progress, connections)
 
-    def import_file(self, target, source, file, format, chunk_size, show_errors, no_progress):
+    def import_file(self, target, source, file, format, chunk_size, show_errors, no_progress, connections=1):
+        recorder = TwoConnectionRecorder(target) if connections == 2 and can_record_in_parallel() else None
         tally = Tally(show_errors)
         progress = Progress(self.stderr, source.total_bytes, enabled=not no_progress)
         chunks = read_in_child(lambda: checked_chunks(source, fmt=format, name=file, chunk_size=chunk_size))
         stopped = None
         try:
             for chunk in chunks:
-                self.record(target, chunk, tally)
+                self.record(target, chunk, tally, recorder)
                 # A first import outgrows the contacts' statistics within seconds: the
                 # look-up of a chunk's contacts by (workspace, email) depends on them.
                 analyze_if_grown(Contact, ["workspace", "email"])
@@ -83,6 +89,8 @@ class Command(BaseCommand):
             stopped = f"Interrupted after {tally.total} messages"
         finally:
             chunks.close()  # ends the reader process if the import stopped early
+            if recorder is not None:
+                recorder.close()
             progress.finish(tally.total)
             source.close()
 
@@ -90,9 +98,14 @@ class Command(BaseCommand):
         if stopped:
             raise CommandError(f"{stopped}. Running the same import again resumes: what is recorded is skipped.")
 
-    def record(self, workspace, chunk, tally):
-        """Record one checked chunk as the webhook records a batch."""
-        for position, result in zip(chunk.positions, record_checked(workspace=workspace, checked=chunk.checked)):
+    def record(self, workspace, chunk, tally, recorder=None):
+        """Record one checked chunk as the webhook records a batch (split over two
+        connections by the recorder, when there is one)."""
+        if recorder is None:
+            results = record_checked(workspace=workspace, checked=chunk.checked)
+        else:
+            results = recorder.record(chunk.checked)
+        for position, result in zip(chunk.positions, results):
             tally.add(position, result)
 
 
