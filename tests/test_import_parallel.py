@@ -6,11 +6,14 @@ import random
 import threading
 
 import pytest
-from django.db import transaction
+from django.db import connection, connections, transaction
 
+from contacts import closeness
+from contacts.models import Contact, Interaction
+from ingest.models import ProcessedMessage
 from ingest.parallel import MIN_SPLIT, TwoConnectionRecorder, can_record_in_parallel, split_by_contact
 from ingest.serializers import normalize
-from ingest.services import check_messages, record_checked
+from ingest.services import check_messages, ingest_messages, record_checked
 from tests.factories import WorkspaceFactory
 from tests.test_import_events import run_import, snapshot, write_lines
 
@@ -115,9 +118,54 @@ def test_a_chunk_that_splitting_could_change_is_recorded_whole():
 
 
 @pytest.mark.django_db(transaction=True)
-def test_two_connections_only_on_postgresql_and_outside_a_transaction(settings):
-    from django.db import connection
-
+def test_two_connections_only_on_postgresql_and_outside_a_transaction():
     with transaction.atomic():
         assert not can_record_in_parallel()
     assert can_record_in_parallel() == (connection.vendor == "postgresql")
+
+
+@pytest.mark.postgres
+@pytest.mark.django_db(transaction=True)
+def test_an_import_on_two_connections_beside_live_batches_for_the_same_contacts_loses_nothing(tmp_path):
+    """Row locks order the import's halves and concurrent batches touching the same
+    contacts: every message counted once, every day kept, closeness exact."""
+    workspace = WorkspaceFactory(slug="live")
+    people = [f"p{c}@example.com" for c in range(40)]
+
+    def identify_on(person, day, source):
+        moment = dt.datetime(2024, 1, 1, tzinfo=dt.timezone.utc) + dt.timedelta(days=day, hours=3)
+        return {"type": "identify", "messageId": f"{source}-{person}-{day}", "timestamp": moment.isoformat(),
+                "traits": {"email": person, "source": source}}
+
+    # The import brings the even days, the live batches the odd ones, for the same people.
+    imported = [identify_on(person, day, "import") for day in range(0, 60, 2) for person in people]
+    random.Random(1).shuffle(imported)
+    live = [identify_on(person, day, "live") for day in range(1, 60, 2) for person in people]
+    random.Random(2).shuffle(live)
+    path = write_lines(tmp_path / "export.jsonl", imported)
+
+    errors = []
+
+    def post_live():
+        try:
+            for start in range(0, len(live), 150):
+                results = ingest_messages(workspace=workspace, raw_messages=live[start:start + 150])
+                assert all(result.accepted for result in results)
+        except Exception as error:  # reported below
+            errors.append(error)
+        finally:
+            connections.close_all()
+
+    poster = threading.Thread(target=post_live)
+    poster.start()
+    run_import(path, workspace, "--connections", "2", "--chunk-size", "400")
+    poster.join()
+
+    assert errors == []
+    assert ProcessedMessage.objects.filter(workspace=workspace).count() == len(imported) + len(live)
+    for contact in Contact.objects.filter(workspace=workspace):
+        days = list(Interaction.objects.filter(contact=contact).values_list("day", flat=True))
+        assert len(days) == 60
+        assert contact.closeness_log == pytest.approx(closeness.log_for_days(days), rel=1e-12)
+        assert contact.last_interaction_day == max(days)
+    assert Contact.objects.filter(workspace=workspace).count() == len(people)
