@@ -52,33 +52,36 @@ def split_by_contact(messages) -> tuple[list[int], list[int]] | None:
 
 class TwoConnectionRecorder:
     """record(checked) as record_checked does, one chunk after another, each split
-    between this thread and a helper thread when it can be. close() ends the helper and
-    its connection."""
+    between this thread and a helper thread when it can be (and `split` allows it).
+    close() ends the helper and its connection."""
 
-    def __init__(self, workspace):
+    def __init__(self, workspace, split=True):
         self.workspace = workspace
+        self.split = split
         self.helper = None
 
     def record(self, checked: Checked) -> list[Result]:
-        halves = split_by_contact(checked.valid)
+        return record_checked(workspace=self.workspace, checked=checked, record=self._record_valid)
+
+    def _record_valid(self, *, workspace, messages) -> list[Result]:
+        """record_messages, over two connections when the messages can be split."""
+        halves = split_by_contact(messages) if self.split else None
         if halves is None:
-            return record_checked(workspace=self.workspace, checked=checked)
-        mine, theirs = ([checked.valid[position] for position in half] for half in halves)
+            return record_messages(workspace=workspace, messages=messages)
+        mine, theirs = ([messages[position] for position in half] for half in halves)
         if self.helper is None:
             self.helper = ThreadPoolExecutor(max_workers=1, thread_name_prefix="import-helper")
-        pending = self.helper.submit(record_messages, workspace=self.workspace, messages=theirs)
+        pending = self.helper.submit(record_messages, workspace=workspace, messages=theirs)
         try:
-            my_results = record_messages(workspace=self.workspace, messages=mine)
+            my_results = record_messages(workspace=workspace, messages=mine)
         except BaseException:
             wait([pending])  # both halves end before anything else happens
             raise
-        their_results = pending.result()
-        recorded: list[Result | None] = [None] * len(checked.valid)
-        for half, results in zip(halves, (my_results, their_results)):
+        recorded: list[Result | None] = [None] * len(messages)
+        for half, results in zip(halves, (my_results, pending.result())):
             for position, result in zip(half, results):
                 recorded[position] = result
-        valid = iter(recorded)
-        return [next(valid) if result is None else result for result in checked.results]
+        return recorded
 
     def close(self) -> None:
         if self.helper is None:

@@ -841,11 +841,11 @@ def check_messages(raw_messages, *, now=None, rejected=None) -> Checked:
     return Checked(results, valid)
 
 
-def record_checked(*, workspace: Workspace, checked: Checked) -> list[Result]:
-    """Record the valid messages of `checked`; the results of all of them, in order."""
-    results = checked.results
-    recorded = iter(record_messages(workspace=workspace, messages=checked.valid))
-    return [next(recorded) if result is None else result for result in results]
+def record_checked(*, workspace: Workspace, checked: Checked, record=record_messages) -> list[Result]:
+    """Record the valid messages of `checked` with `record` (record_messages, or what takes
+    and returns the same); the results of all of them, in order."""
+    recorded = iter(record(workspace=workspace, messages=checked.valid))
+    return [next(recorded) if result is None else result for result in checked.results]
 
 
 def ingest_messages(*, workspace: Workspace, raw_messages, now=None) -> list[Result]:

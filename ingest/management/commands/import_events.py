@@ -17,7 +17,7 @@ from contacts.management.lookups import workspace_by_slug
 from contacts.models import Contact
 from ingest.backfill import AUTO, DOCUMENT, LINES, BrokenExport, checked_chunks, open_source, read_in_child
 from ingest.parallel import TwoConnectionRecorder, can_record_in_parallel
-from ingest.services import ACCEPTED, record_checked
+from ingest.services import ACCEPTED
 from natsite.db import analyze_if_grown, bulk_loading
 from natsite.gc_settle import live_objects_frozen
 
@@ -65,14 +65,14 @@ class Command(BaseCommand):
             self.import_file(target, source, file, format, chunk_size, show_errors, no_progress, connections)
 
     def import_file(self, target, source, file, format, chunk_size, show_errors, no_progress, connections=1):
-        recorder = TwoConnectionRecorder(target) if connections == 2 and can_record_in_parallel() else None
+        recorder = TwoConnectionRecorder(target, split=connections == 2 and can_record_in_parallel())
         tally = Tally(show_errors)
         progress = Progress(self.stderr, source.total_bytes, enabled=not no_progress)
         chunks = read_in_child(lambda: checked_chunks(source, fmt=format, name=file, chunk_size=chunk_size))
         stopped = None
         try:
             for chunk in chunks:
-                self.record(target, chunk, tally, recorder)
+                self.record(recorder, chunk, tally)
                 # A first import outgrows the contacts' statistics within seconds: the
                 # look-up of a chunk's contacts by (workspace, email) depends on them.
                 analyze_if_grown(Contact, ["workspace", "email"])
@@ -89,8 +89,7 @@ class Command(BaseCommand):
             stopped = f"Interrupted after {tally.total} messages"
         finally:
             chunks.close()  # ends the reader process if the import stopped early
-            if recorder is not None:
-                recorder.close()
+            recorder.close()
             progress.finish(tally.total)
             source.close()
 
@@ -98,14 +97,10 @@ class Command(BaseCommand):
         if stopped:
             raise CommandError(f"{stopped}. Running the same import again resumes: what is recorded is skipped.")
 
-    def record(self, workspace, chunk, tally, recorder=None):
+    def record(self, recorder, chunk, tally):
         """Record one checked chunk as the webhook records a batch (split over two
-        connections by the recorder, when there is one)."""
-        if recorder is None:
-            results = record_checked(workspace=workspace, checked=chunk.checked)
-        else:
-            results = recorder.record(chunk.checked)
-        for position, result in zip(chunk.positions, results):
+        connections, when the recorder can)."""
+        for position, result in zip(chunk.positions, recorder.record(chunk.checked)):
             tally.add(position, result)
 
 
