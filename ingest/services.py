@@ -8,7 +8,8 @@ transaction per chunk of up to CHUNK_MESSAGES identifies:
    and lock the contacts of the claimed messages, so concurrent chunks touching one contact
    are applied one after another and closeness_log stays exact. A single message's contact
    is upserted (created empty when new); a batch only reads and locks the contacts that
-   exist (SELECT ... FOR NO KEY UPDATE). On PostgreSQL this is one statement (a
+   exist (SELECT ... FOR NO KEY UPDATE), except on PostgreSQL a batch of a handful of
+   messages, each of which takes the single message's statement. On PostgreSQL this is one statement (a
    data-modifying WITH), on SQLite two;
 2. merge the chunk's messages per contact and per (contact, day) in Python; a contact a
    batch creates is inserted whole (traits, days and closeness: all of its days are new),
@@ -123,6 +124,10 @@ def name_from_traits(traits: dict) -> str:
 # Messages recorded per transaction: bounds how long contact rows stay locked and how
 # large one statement grows (parameters per statement stay far below both databases' caps).
 CHUNK_MESSAGES = 1000
+# A chunk of at most this many messages is claimed on PostgreSQL with the single message's
+# prepared statement, once per message: for a handful of messages that costs less than
+# planning the chunk's statement (see _claim_and_upsert_each).
+FEW_MESSAGES = 4
 # A chunk that loses a deadlock or a serialization failure to a concurrent batch is
 # rolled back whole, so it can simply be tried again.
 ATTEMPTS = 4
@@ -354,9 +359,12 @@ def _claim_and_lock(workspace: Workspace, messages: list[SegmentMessage], days_o
     row it returns (None when it was not added: a batch, SQLite, an engage message). A
     batch reads and locks only the contacts that exist, and inserts the new ones whole
     later, so that they are written once; the look-up by email is then planned for each
-    batch."""
+    batch. On PostgreSQL a batch of at most FEW_MESSAGES takes the single message's
+    statement for each message instead: planning costs more than a handful of those."""
     if len(messages) == 1:
         return _claim_and_upsert(workspace, messages[0], days_of[0])
+    if connection.vendor == "postgresql" and len(messages) <= FEW_MESSAGES:
+        return _claim_and_upsert_each(workspace, messages, days_of)
     if connection.vendor == "postgresql":
         return *_claim_and_lock_in_one(workspace, messages), None
     claimed = _claim_message_ids(workspace, [message.message_id for message in messages])
@@ -418,6 +426,24 @@ def _claim_and_upsert(workspace: Workspace, message: SegmentMessage, day: dt.dat
         return set(), {}, None
     ((*contact, message_id, merged_day, event_count),) = rows
     return {message_id}, _locked_contacts([contact]), [(contact[0], merged_day, event_count)]
+
+
+def _claim_and_upsert_each(workspace: Workspace, messages: list[SegmentMessage], days_of: list[dt.date]):
+    """PostgreSQL, a batch of a handful of messages: _claim_and_upsert's prepared
+    statement for each message, in (email, messageId)
+    order, so that concurrent chunks lock contacts in one order. Returns what
+    _claim_and_lock does, with the interactions' rows: one per (contact, day), the last
+    count, so that a day is new when that count is the chunk's own."""
+    claimed, contacts, merged = set(), {}, {}
+    order = sorted(range(len(messages)), key=lambda i: (messages[i].email, messages[i].message_id, i))
+    for index in order:
+        ids, locked, rows = _claim_and_upsert(workspace, messages[index], days_of[index])
+        claimed |= ids
+        for email, contact in locked.items():
+            contacts.setdefault(email, contact)  # the row as it was: nothing is written to it yet
+        for row in rows or ():
+            merged[row[0], row[1]] = row
+    return claimed, contacts, list(merged.values())
 
 
 def _claim_and_lock_in_one(workspace, messages) -> tuple[set[str], dict[str, _LockedContact]]:
@@ -696,7 +722,7 @@ def _record_identifies(workspace: Workspace, messages: list[SegmentMessage]) -> 
     if rows is None:
         rows, taken = _insert_and_merge(workspace, new, contacts, days) if new or days else ([], set())
     else:
-        taken = set()  # a single message: its contact was upserted, its day added already
+        taken = set()  # upserted message by message: every contact exists, every day is added
     if taken:
         # Inserted by a concurrent chunk since this one looked: lock them now, and merge this
         # chunk's messages into them as into any contact that exists.

@@ -6,6 +6,7 @@ And concurrent batches touching the same contacts keep closeness exact."""
 import datetime as dt
 import random
 import threading
+import time
 
 import pytest
 from django.db import connection
@@ -13,7 +14,7 @@ from django.db import connection
 from contacts import closeness
 from contacts.models import Contact, Interaction
 from ingest.models import ProcessedMessage
-from ingest.services import ingest_messages
+from ingest.services import FEW_MESSAGES, ingest_messages
 from tests.factories import WorkspaceFactory
 
 PEOPLE = [f"person{i}@example.com" for i in range(8)]
@@ -143,13 +144,17 @@ def test_awkward_trait_values_come_back_from_a_batch_as_sent_and_as_one_at_a_tim
         assert {key: contact.traits[key] for key in traits} == traits
 
 
+# On PostgreSQL, a chunk of at most FEW_MESSAGES is claimed message by message with the
+# single message's statement, a larger one with the chunk's own: both ways are compared.
 @pytest.mark.django_db
-def test_chunk_boundaries_change_nothing(monkeypatch):
+@pytest.mark.parametrize("chunk, few", [(7, 0), (3, 4), (7, 8)], ids=["chunk-statement", "each-of-3", "each-of-7"])
+def test_chunk_boundaries_change_nothing(monkeypatch, chunk, few):
     messages = messy_batch(4)
     singly, chunked = WorkspaceFactory(), WorkspaceFactory()
     expected = outcome(one_at_a_time(singly, messages, NOW))
 
-    monkeypatch.setattr("ingest.services.CHUNK_MESSAGES", 7)
+    monkeypatch.setattr("ingest.services.CHUNK_MESSAGES", chunk)
+    monkeypatch.setattr("ingest.services.FEW_MESSAGES", few)
     got = outcome(ingest_messages(workspace=chunked, raw_messages=messages, now=NOW))
 
     assert got == expected
@@ -205,6 +210,31 @@ def test_a_copy_of_a_message_within_one_batch_is_a_duplicate_and_counted_once():
     assert ProcessedMessage.objects.filter(workspace=workspace).count() == 1
 
 
+@pytest.mark.django_db
+def test_a_small_batch_adding_to_a_day_with_one_event_merges_into_it():
+    # Each message's statement returns its day's count so far: a day that had one event
+    # before the batch reaches 2 with the batch's first message, the batch's own count.
+    def message(n, day, email="ann@example.com"):
+        return {"type": "identify", "messageId": f"day-{n}", "timestamp": f"2024-03-{day:02d}T1{n}:00:00Z",
+                "traits": {"email": email}}
+
+    workspace = WorkspaceFactory()
+    ingest_messages(workspace=workspace, raw_messages=[message(0, 2)], now=NOW)
+
+    batch = [message(1, 2), message(2, 2), message(3, 5), message(4, 5, "bo@example.com")]
+    assert len(batch) <= FEW_MESSAGES
+    results = ingest_messages(workspace=workspace, raw_messages=batch, now=NOW)
+
+    assert [r.status for r in results] == ["merged", "merged", "created", "created"]
+    assert sorted(
+        Interaction.objects.filter(workspace=workspace).values_list("contact__email", "day", "event_count")
+    ) == [
+        ("ann@example.com", dt.date(2024, 3, 2), 3),
+        ("ann@example.com", dt.date(2024, 3, 5), 1),
+        ("bo@example.com", dt.date(2024, 3, 5), 1),
+    ]
+
+
 def _concurrent_batches(workspace, batches):
     errors, barrier = [], threading.Barrier(len(batches))
 
@@ -249,6 +279,67 @@ def test_concurrent_batches_touching_the_same_contacts_keep_closeness_exact():
         assert contact.closeness_log == pytest.approx(closeness.log_for_days(days), rel=1e-12)
         assert contact.last_interaction_day == max(days)
     assert ProcessedMessage.objects.filter(workspace=workspace).count() == sum(len(b) for b in batches)
+
+
+def _deadlocks_so_far() -> int:
+    """PostgreSQL's count of deadlocks in this database, once the other connections to it
+    have ended (a connection reports its counts by the time it ends)."""
+    with connection.cursor() as cursor:
+        for _ in range(100):
+            cursor.execute(
+                "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() AND pid <> pg_backend_pid()"
+            )
+            if cursor.fetchone()[0] == 0:
+                break
+            time.sleep(0.1)
+        cursor.execute("SELECT pg_stat_clear_snapshot()")
+        cursor.execute("SELECT deadlocks FROM pg_stat_database WHERE datname = current_database()")
+        return cursor.fetchone()[0]
+
+
+@pytest.mark.postgres
+@pytest.mark.django_db(transaction=True)
+def test_concurrent_small_batches_touching_the_same_contacts_keep_closeness_exact():
+    # Batches of a few messages are claimed message by message (FEW_MESSAGES), in email
+    # order whatever the batch's order, so that they lock their contacts in one order.
+    workspace = WorkspaceFactory()
+    senders = []
+    for b in range(4):
+        messages = [
+            {"type": "identify", "messageId": f"s-{b}-{person}-{d}",
+             "timestamp": (START + dt.timedelta(days=d, hours=b)).isoformat(), "traits": {"email": person, "b": b}}
+            for person in PEOPLE[:4] for d in range(b, 24, 4)
+        ]
+        random.Random(b).shuffle(messages)
+        senders.append([messages[start:start + 3] for start in range(0, len(messages), 3)])
+    errors, barrier = [], threading.Barrier(len(senders))
+
+    def send(batches):
+        try:
+            barrier.wait()
+            for batch in batches:
+                ingest_messages(workspace=workspace, raw_messages=batch)
+        except Exception as error:  # reported by the assertion below
+            errors.append(error)
+        finally:
+            connection.close()
+
+    deadlocks = _deadlocks_so_far()
+    threads = [threading.Thread(target=send, args=(batches,)) for batches in senders]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+
+    assert errors == []
+    # A deadlock would be retried and leave the same rows: PostgreSQL's count tells.
+    assert _deadlocks_so_far() == deadlocks
+    for contact in Contact.objects.filter(workspace=workspace):
+        days = list(Interaction.objects.filter(contact=contact).values_list("day", flat=True))
+        assert len(days) == 24
+        assert contact.closeness_log == pytest.approx(closeness.log_for_days(days), rel=1e-12)
+        assert contact.last_interaction_day == max(days)
+    assert ProcessedMessage.objects.filter(workspace=workspace).count() == 4 * 4 * 6
 
 
 @pytest.mark.postgres
