@@ -9,6 +9,8 @@ from natsite import login
 admin.site.login_form = login.AdminLoginForm
 
 urlpatterns = [
+    # First: the webhook's pattern is then the first one tried, on every message.
+    path("", include("ingest.urls")),
     path("admin/login/", login.answers_429_when_rate_limited(admin.site.login)),
     path("admin/", admin.site.urls),
     path(
@@ -21,7 +23,6 @@ urlpatterns = [
     path("accounts/logout/", auth_views.LogoutView.as_view(), name="logout"),
     # The webhook's OpenAPI description (ingest/openapi.py), YAML or ?format=json.
     path("api/schema/", SpectacularAPIView.as_view(), name="api-schema"),
-    path("", include("ingest.urls")),
     path("", include("contacts.urls")),
 ]
 
