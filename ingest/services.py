@@ -169,14 +169,14 @@ def _rows(columns: dict[str, str], rows: list[tuple]) -> tuple[str, list]:
         # One row, as for a single message: typed parameters, which PostgreSQL reads for
         # about half the CPU that parsing a one-row JSON document costs it.
         (row,) = rows
-        params = [json.dumps(value) if kind == "jsonb" else value for kind, value in zip(columns.values(), row)]
+        params = [_json_text(value) if kind == "jsonb" else value for kind, value in zip(columns.values(), row)]
         return _typed_row(columns), params
     if postgresql:
         select = ", ".join(
             f"(e->{position})::jsonb AS {name}" if kind == "jsonb" else f"(e->>{position})::{kind} AS {name}"
             for position, (name, kind) in enumerate(columns.items())
         )
-        document = _json_document(rows)
+        document = _json_text(rows)
         return f"(SELECT {select} FROM jsonb_array_elements(%s::jsonb) AS e) AS v", [document]
     row = "(" + ", ".join(["%s"] * len(names)) + ")"
     select = ", ".join(f"column{position} AS {name}" for position, name in enumerate(names, start=1))
@@ -186,16 +186,16 @@ def _rows(columns: dict[str, str], rows: list[tuple]) -> tuple[str, list]:
     )
 
 
-def _json_document(rows: list[tuple]) -> str:
-    """The rows as one JSON text, datetimes and dates as ISO text. orjson writes a chunk's
-    rows in a seventh of the json module's time; what it refuses (integers past 64 bits,
+def _json_text(value) -> str:
+    """`value` as JSON text for a parameter, datetimes and dates as ISO text. orjson writes
+    it in a seventh of the json module's time; what it refuses (integers past 64 bits,
     text with lone surrogates, keys that are not text) goes to the json module, which
     writes it as it always did. (Nothing here is NaN or infinite, which orjson would
     write as null: the webhook refuses them, and closeness is always finite.)"""
     try:
-        return orjson.dumps(rows).decode()
+        return orjson.dumps(value).decode()
     except TypeError:  # orjson.JSONEncodeError
-        return json.dumps(rows, default=str)
+        return json.dumps(value, default=str)
 
 
 def _naive_utc_text(value):

@@ -7,6 +7,8 @@ import logging
 import math
 import zlib
 
+import orjson
+
 from django.conf import settings
 from django.db import DatabaseError, InterfaceError, OperationalError
 from django.http import HttpResponse
@@ -77,8 +79,13 @@ def exception_handler(exc, context):
 
 
 def json_answer(data, code: int = 200, headers=None) -> HttpResponse:
-    """What DRF's JSONRenderer would write (compact UTF-8), without its machinery."""
-    body = COMPACT_JSON.encode(data).encode()
+    """What DRF's JSONRenderer would write (compact UTF-8), without its machinery: by
+    orjson, which writes the same bytes for the answers' strings, numbers and lists, in a
+    fraction of the time, or by the json module for what orjson refuses."""
+    try:
+        body = orjson.dumps(data)
+    except TypeError:
+        body = COMPACT_JSON.encode(data).encode()
     response = HttpResponse(body, status=code, content_type="application/json")
     for name, value in (headers or {}).items():
         response[name] = value
