@@ -134,6 +134,20 @@ def test_a_batch_of_new_and_known_contacts_takes_a_fixed_number_of_statements(wo
     assert set(Contact.objects.values_list("traits__plan", flat=True)) == {"team"}
 
 
+@pytest.mark.parametrize("count", [2, 4])
+def test_a_batch_of_a_handful_takes_the_single_statement_per_message_on_postgresql(workspace, count):
+    # At most FEW_MESSAGES: each message's claim-and-upsert, then one write of the contacts.
+    results, sql = record(workspace, many(count))
+
+    assert [r.status for r in results] == ["created"] * count
+    if connection.vendor == "postgresql":
+        assert len(sql) == count + 1, [s[:80] for s in sql]
+        assert sum(s.startswith("UPDATE") for s in sql) == 1
+    else:
+        assert len(sql) == new_batch_statements(), [s[:80] for s in sql]
+    assert Interaction.objects.filter(workspace=workspace).count() == count
+
+
 def test_a_batch_of_duplicates_takes_one_statement(workspace):
     messages = many(100)
     record(workspace, messages)
