@@ -9,8 +9,8 @@ transaction per chunk of up to CHUNK_MESSAGES identifies:
    are applied one after another and closeness_log stays exact. A single message's contact
    is upserted (created empty when new); a batch only reads and locks the contacts that
    exist (SELECT ... FOR NO KEY UPDATE), except on PostgreSQL a batch of a handful of
-   messages, each of which takes the single message's statement. On PostgreSQL this is one statement (a
-   data-modifying WITH), on SQLite two;
+   messages, each of which takes the single message's statement. On PostgreSQL this is
+   one statement (a data-modifying WITH), on SQLite two;
 2. merge the chunk's messages per contact and per (contact, day) in Python; a contact a
    batch creates is inserted whole (traits, days and closeness: all of its days are new),
    written once instead of inserted and then updated;
@@ -430,10 +430,10 @@ def _claim_and_upsert(workspace: Workspace, message: SegmentMessage, day: dt.dat
 
 def _claim_and_upsert_each(workspace: Workspace, messages: list[SegmentMessage], days_of: list[dt.date]):
     """PostgreSQL, a batch of a handful of messages: _claim_and_upsert's prepared
-    statement for each message, in (email, messageId)
-    order, so that concurrent chunks lock contacts in one order. Returns what
-    _claim_and_lock does, with the interactions' rows: one per (contact, day), the last
-    count, so that a day is new when that count is the chunk's own."""
+    statement for each message, in (email, messageId) order, so that concurrent chunks
+    lock contacts in one order. Returns what _claim_and_lock does, with the interactions'
+    rows: one per (contact, day), the last count, so that a day is new when that count is
+    the chunk's own."""
     claimed, contacts, merged = set(), {}, {}
     order = sorted(range(len(messages)), key=lambda i: (messages[i].email, messages[i].message_id, i))
     for index in order:

@@ -8,7 +8,6 @@ import math
 import zlib
 
 import orjson
-
 from django.conf import settings
 from django.db import DatabaseError, InterfaceError, OperationalError
 from django.http import HttpResponse
