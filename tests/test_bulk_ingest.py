@@ -236,18 +236,26 @@ def test_a_small_batch_adding_to_a_day_with_one_event_merges_into_it():
 
 
 def _concurrent_batches(workspace, batches):
-    errors, barrier = [], threading.Barrier(len(batches))
+    """Each batch sent by a thread of its own, all at once; the errors raised."""
+    return _concurrent_senders(workspace, [[batch] for batch in batches])
 
-    def send(batch):
+
+def _concurrent_senders(workspace, senders):
+    """Each sender's batches sent one after another by a thread of its own, the senders
+    all at once; the errors raised."""
+    errors, barrier = [], threading.Barrier(len(senders))
+
+    def send(batches):
         try:
             barrier.wait()
-            ingest_messages(workspace=workspace, raw_messages=batch)
+            for batch in batches:
+                ingest_messages(workspace=workspace, raw_messages=batch)
         except Exception as error:  # reported by the assertion below
             errors.append(error)
         finally:
             connection.close()
 
-    threads = [threading.Thread(target=send, args=(batch,)) for batch in batches]
+    threads = [threading.Thread(target=send, args=(batches,)) for batches in senders]
     for thread in threads:
         thread.start()
     for thread in threads:
@@ -312,24 +320,9 @@ def test_concurrent_small_batches_touching_the_same_contacts_keep_closeness_exac
         ]
         random.Random(b).shuffle(messages)
         senders.append([messages[start:start + 3] for start in range(0, len(messages), 3)])
-    errors, barrier = [], threading.Barrier(len(senders))
-
-    def send(batches):
-        try:
-            barrier.wait()
-            for batch in batches:
-                ingest_messages(workspace=workspace, raw_messages=batch)
-        except Exception as error:  # reported by the assertion below
-            errors.append(error)
-        finally:
-            connection.close()
 
     deadlocks = _deadlocks_so_far()
-    threads = [threading.Thread(target=send, args=(batches,)) for batches in senders]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()
+    errors = _concurrent_senders(workspace, senders)
 
     assert errors == []
     # A deadlock would be retried and leave the same rows: PostgreSQL's count tells.
