@@ -17,6 +17,15 @@ ROOT = Path(__file__).resolve().parent.parent
 GUNICORN = Path(sys.executable).with_name("gunicorn")
 
 
+def free_port() -> int:
+    """A TCP port nothing listens on now, chosen by the kernel: tests never count on a
+    fixed port being free (gunicorn's workers bind with SO_REUSEPORT, so a server left on
+    a fixed port would silently share it rather than make the next one fail to start)."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
 @contextlib.contextmanager
 def gunicorn(*, port: int, env: dict, workers: int = 2, options=()):
     """Runs `gunicorn natsite.wsgi` on 127.0.0.1:port with `env` added to this process's

@@ -19,10 +19,10 @@ from contacts import closeness
 from contacts.models import Contact, Interaction
 from ingest.models import ProcessedMessage
 from tests.segment_messages import identify
-from tests.servers import gunicorn, post
+from tests.servers import free_port, gunicorn, post
 from tests.tcp_proxy import TcpProxy
 
-GUNICORN_PORT, PROXY_PORT = 8115, 8116
+GUNICORN_PORT, PROXY_PORT = free_port(), free_port()
 WORKERS = 2
 
 

@@ -5,9 +5,9 @@ import http.client
 import os
 from pathlib import Path
 
-from tests.servers import gunicorn, sqlite_site
+from tests.servers import free_port, gunicorn, sqlite_site
 
-GUNICORN_PORT = 8117
+GUNICORN_PORT = free_port()
 CONNECTIONS = 16
 
 

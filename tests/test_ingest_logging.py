@@ -85,7 +85,7 @@ def test_gunicorns_access_log_leaves_out_the_basic_auth_user_name_which_is_the_k
     import urllib.request
     from pathlib import Path
 
-    from tests.servers import gunicorn
+    from tests.servers import free_port, gunicorn
 
     root = Path(__file__).resolve().parent.parent
     env = {key: value for key, value in os.environ.items() if key != "DJANGO_SETTINGS_MODULE"}
@@ -100,7 +100,7 @@ def test_gunicorns_access_log_leaves_out_the_basic_auth_user_name_which_is_the_k
     manage("migrate", "--noinput", "-v", "0")
     raw_key = manage("createworkspace", "Logs", "--slug", "logs").strip().splitlines()[-1]
     access_log = tmp_path / "access.log"
-    port = 8118
+    port = free_port()
     with gunicorn(port=port, env=env, workers=1, options=["--access-logfile", str(access_log)]):
         token = base64.b64encode(f"{raw_key}:".encode()).decode()
         request = urllib.request.Request(

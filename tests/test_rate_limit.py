@@ -13,12 +13,12 @@ from django.test import override_settings
 from ingest.models import ProcessedMessage
 from tests.factories import api_key_for
 from tests.segment_messages import identify
-from tests.servers import gunicorn, post
+from tests.servers import free_port, gunicorn, post
 
 pytestmark = pytest.mark.django_db
 
 REDIS_URL = "redis://127.0.0.1:6379/5"
-GUNICORN_PORT = 8115
+GUNICORN_PORT = free_port()
 
 
 def in_one_window(send):
@@ -98,7 +98,9 @@ def test_when_the_cache_is_down_messages_are_still_accepted(settings, webhook):
     settings.INGEST_RATE_LIMIT = 1
     # Nothing listens on this port: every cache call fails to connect.
     unreachable = {
-        "default": {"BACKEND": "django.core.cache.backends.redis.RedisCache", "LOCATION": "redis://127.0.0.1:8114/0"}
+        "default": {
+            "BACKEND": "django.core.cache.backends.redis.RedisCache", "LOCATION": f"redis://127.0.0.1:{free_port()}/0"
+        }
     }
     with override_settings(CACHES=unreachable):
         answers = [webhook.post(identify(f"down{i}@example.com")) for i in range(3)]

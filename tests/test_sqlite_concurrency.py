@@ -6,9 +6,9 @@ import threading
 from collections import Counter
 
 from tests.segment_messages import identify
-from tests.servers import gunicorn, post, sqlite_site
+from tests.servers import free_port, gunicorn, post, sqlite_site
 
-PORT = 8101
+PORT = free_port()
 THREADS = 12
 POSTS_PER_THREAD = 20
 

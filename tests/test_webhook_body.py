@@ -11,7 +11,7 @@ import pytest
 from contacts.models import Contact, Interaction
 from ingest.models import ProcessedMessage
 from tests.segment_messages import identify
-from tests.servers import gunicorn, sqlite_site
+from tests.servers import free_port, gunicorn, sqlite_site
 
 pytestmark = pytest.mark.django_db
 
@@ -319,8 +319,9 @@ def test_every_answer_is_json(webhook):
 def test_a_chunked_body_without_content_length_is_read_under_gunicorn(tmp_path):
     env, key = sqlite_site(tmp_path)
     body = json.dumps(identify("jane@example.com")).encode()
-    with gunicorn(port=8101, env=env, workers=1):
-        conn = http.client.HTTPConnection("127.0.0.1", 8101, timeout=30)
+    port = free_port()
+    with gunicorn(port=port, env=env, workers=1):
+        conn = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
         conn.putrequest("POST", "/ingest/segment")
         conn.putheader("Authorization", "Bearer " + key)
         conn.putheader("Content-Type", "application/json")

@@ -9,10 +9,10 @@ from django.db import connection
 
 from contacts.models import Contact
 from tests.segment_messages import identify
-from tests.servers import gunicorn, post, sqlite_site
+from tests.servers import free_port, gunicorn, post, sqlite_site
 
-SERVER_PORT = 8101
-CLOSED_PORT = 8102  # ours: nothing listens there
+SERVER_PORT = free_port()
+CLOSED_PORT = free_port()  # nothing listens there
 
 
 def nothing_listens_on(port):
