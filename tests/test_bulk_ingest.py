@@ -278,9 +278,11 @@ def test_concurrent_batches_touching_the_same_contacts_keep_closeness_exact():
         random.Random(b).shuffle(batch)  # different orders: the locks must still not deadlock
         batches.append(batch)
 
+    deadlocks = _deadlocks_so_far()
     errors = _concurrent_batches(workspace, batches)
 
     assert errors == []
+    assert _deadlocks_so_far() == deadlocks
     for contact in Contact.objects.filter(workspace=workspace):
         days = list(Interaction.objects.filter(contact=contact).values_list("day", flat=True))
         assert len(days) == 40
