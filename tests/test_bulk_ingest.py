@@ -283,12 +283,16 @@ def test_concurrent_batches_touching_the_same_contacts_keep_closeness_exact():
 
     assert errors == []
     assert _deadlocks_so_far() == deadlocks
+    _assert_days_kept_and_closeness_exact(workspace, days_per_contact=40)
+    assert ProcessedMessage.objects.filter(workspace=workspace).count() == sum(len(b) for b in batches)
+
+
+def _assert_days_kept_and_closeness_exact(workspace, *, days_per_contact):
     for contact in Contact.objects.filter(workspace=workspace):
         days = list(Interaction.objects.filter(contact=contact).values_list("day", flat=True))
-        assert len(days) == 40
+        assert len(days) == days_per_contact
         assert contact.closeness_log == pytest.approx(closeness.log_for_days(days), rel=1e-12)
         assert contact.last_interaction_day == max(days)
-    assert ProcessedMessage.objects.filter(workspace=workspace).count() == sum(len(b) for b in batches)
 
 
 def _deadlocks_so_far() -> int:
@@ -329,11 +333,7 @@ def test_concurrent_small_batches_touching_the_same_contacts_keep_closeness_exac
     assert errors == []
     # A deadlock would be retried and leave the same rows: PostgreSQL's count tells.
     assert _deadlocks_so_far() == deadlocks
-    for contact in Contact.objects.filter(workspace=workspace):
-        days = list(Interaction.objects.filter(contact=contact).values_list("day", flat=True))
-        assert len(days) == 24
-        assert contact.closeness_log == pytest.approx(closeness.log_for_days(days), rel=1e-12)
-        assert contact.last_interaction_day == max(days)
+    _assert_days_kept_and_closeness_exact(workspace, days_per_contact=24)
     assert ProcessedMessage.objects.filter(workspace=workspace).count() == 4 * 4 * 6
 
 
