@@ -263,20 +263,23 @@ def _concurrent_senders(workspace, senders):
     return errors
 
 
+def _days_of_batch(prefix, b, people, *, days):
+    """Batch b of four: for every person, the days b, b + 4, ... before `days` (each batch
+    brings other days), shuffled in an order of its own (the locks must still not deadlock)."""
+    batch = [
+        {"type": "identify", "messageId": f"{prefix}-{b}-{person}-{d}",
+         "timestamp": (START + dt.timedelta(days=d, hours=b)).isoformat(), "traits": {"email": person, "batch": b}}
+        for person in people for d in range(b, days, 4)
+    ]
+    random.Random(b).shuffle(batch)
+    return batch
+
+
 @pytest.mark.postgres
 @pytest.mark.django_db(transaction=True)
 def test_concurrent_batches_touching_the_same_contacts_keep_closeness_exact():
     workspace = WorkspaceFactory()
-    batches = []
-    for b in range(4):
-        batch = []
-        for person in PEOPLE:
-            for d in range(b, 40, 4):  # each batch brings other days for every person
-                moment = START + dt.timedelta(days=d, hours=b)
-                batch.append({"type": "identify", "messageId": f"c-{b}-{person}-{d}", "timestamp": moment.isoformat(),
-                              "traits": {"email": person, "batch": b}})
-        random.Random(b).shuffle(batch)  # different orders: the locks must still not deadlock
-        batches.append(batch)
+    batches = [_days_of_batch("c", b, PEOPLE, days=40) for b in range(4)]
 
     deadlocks = _deadlocks_so_far()
     errors = _concurrent_batches(workspace, batches)
@@ -319,12 +322,7 @@ def test_concurrent_small_batches_touching_the_same_contacts_keep_closeness_exac
     workspace = WorkspaceFactory()
     senders = []
     for b in range(4):
-        messages = [
-            {"type": "identify", "messageId": f"s-{b}-{person}-{d}",
-             "timestamp": (START + dt.timedelta(days=d, hours=b)).isoformat(), "traits": {"email": person, "b": b}}
-            for person in PEOPLE[:4] for d in range(b, 24, 4)
-        ]
-        random.Random(b).shuffle(messages)
+        messages = _days_of_batch("s", b, PEOPLE[:4], days=24)
         senders.append([messages[start:start + 3] for start in range(0, len(messages), 3)])
 
     deadlocks = _deadlocks_so_far()
