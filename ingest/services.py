@@ -363,9 +363,9 @@ def _claim_and_lock(workspace: Workspace, messages: list[SegmentMessage], days_o
     statement for each message instead: planning costs more than a handful of those."""
     if len(messages) == 1:
         return _claim_and_upsert(workspace, messages[0], days_of[0])
-    if connection.vendor == "postgresql" and len(messages) <= FEW_MESSAGES:
-        return _claim_and_upsert_each(workspace, messages, days_of)
     if connection.vendor == "postgresql":
+        if len(messages) <= FEW_MESSAGES:
+            return _claim_and_upsert_each(workspace, messages, days_of)
         return *_claim_and_lock_in_one(workspace, messages), None
     claimed = _claim_message_ids(workspace, [message.message_id for message in messages])
     emails = {message.email for message in messages if message.message_id in claimed}
