@@ -342,7 +342,7 @@ def _claimed_and_locked(rows) -> tuple[set[str], dict[str, _LockedContact]]:
 
 def _lock_contacts(workspace: Workspace, emails: set[str]) -> dict[str, _LockedContact]:
     """Read and lock the contacts that exist among `emails`, in one statement, planned for
-    each execution (see _claim_and_lock_in_one)."""
+    each execution (see _claim_and_find)."""
     source, params = _rows({"email": "text"}, [(email,) for email in sorted(emails)])
     with prepared_cursor(prepare=False) as cursor:
         cursor.execute(_contact_lock_sql(f"SELECT email FROM {source}"), [*params, workspace.pk])
@@ -357,16 +357,15 @@ def _claim_and_lock(workspace: Workspace, messages: list[SegmentMessage], days_o
     locks an existing one: an upsert, which can stay prepared; on PostgreSQL that statement
     also adds the message to its day's interaction, whose (contact id, day, event count)
     row it returns (None when it was not added: a batch, SQLite, an engage message). A
-    batch reads and locks only the contacts that exist, and inserts the new ones whole
-    later, so that they are written once; the look-up by email is then planned for each
-    batch. On PostgreSQL a batch of at most FEW_MESSAGES takes the single message's
-    statement for each message instead: planning costs more than a handful of those."""
+    batch on SQLite reads and locks only the contacts that exist, and inserts the new ones
+    whole later, so that they are written once. On PostgreSQL a batch of at most
+    FEW_MESSAGES takes the single message's statement for each message (planning a batch's
+    statement costs more than a handful of those); a larger one is recorded by
+    _record_in_email_order instead."""
     if len(messages) == 1:
         return _claim_and_upsert(workspace, messages[0], days_of[0])
     if connection.vendor == "postgresql":
-        if len(messages) <= FEW_MESSAGES:
-            return _claim_and_upsert_each(workspace, messages, days_of)
-        return *_claim_and_lock_in_one(workspace, messages), None
+        return _claim_and_upsert_each(workspace, messages, days_of)
     claimed = _claim_message_ids(workspace, [message.message_id for message in messages])
     emails = {message.email for message in messages if message.message_id in claimed}
     return claimed, _lock_contacts(workspace, emails) if emails else {}, None
@@ -446,9 +445,11 @@ def _claim_and_upsert_each(workspace: Workspace, messages: list[SegmentMessage],
     return claimed, contacts, list(merged.values())
 
 
-def _claim_and_lock_in_one(workspace, messages) -> tuple[set[str], dict[str, _LockedContact]]:
-    """PostgreSQL: _claim_message_ids and _lock_contacts in one statement (a data-modifying
-    WITH), one round trip instead of two; SQLite cannot put an INSERT in a WITH clause.
+def _claim_and_find(workspace, messages) -> tuple[set[str], set[str]]:
+    """PostgreSQL, a batch: claim the messageIds and find which of the claimed messages'
+    contacts exist, in one statement (a data-modifying WITH); returns (claimed messageIds,
+    the emails of the contacts that exist). The contacts are read, not locked: they are
+    locked with the new ones, in one pass in email order (_insert_new_and_lock_known).
     Planned for each execution, not prepared: a generic plan made while the workspace had
     few contacts would walk all of them for each email once it has many."""
     source, params = _rows(
@@ -459,13 +460,14 @@ def _claim_and_lock_in_one(workspace, messages) -> tuple[set[str], dict[str, _Lo
         f"claimed AS (INSERT INTO {_table(ProcessedMessage)} (workspace_id, message_id, received_at) "
         "SELECT DISTINCT %s::bigint, message_id, %s::timestamptz FROM m ORDER BY message_id "
         "ON CONFLICT (workspace_id, message_id) DO NOTHING RETURNING message_id), "
-        f"locked AS ({_contact_lock_sql('SELECT m.email FROM m JOIN claimed USING (message_id)')}) "
-        + _CLAIMED_THEN_LOCKED
+        f"known AS (SELECT c.email FROM {_table(Contact)} AS c JOIN (SELECT DISTINCT m.email FROM m "
+        "JOIN claimed USING (message_id)) AS w USING (email) WHERE c.workspace_id = %s) "
+        "SELECT message_id, NULL FROM claimed UNION ALL SELECT NULL, email FROM known"
     )
     with prepared_cursor(prepare=False) as cursor:
         cursor.execute(sql, [*params, workspace.pk, timezone.now(), workspace.pk])
         rows = cursor.fetchall()
-    return _claimed_and_locked(rows)
+    return {message_id for message_id, _ in rows if message_id is not None}, {email for _, email in rows if email}
 
 
 @dataclass
@@ -513,14 +515,19 @@ def _state_rows(key: str, contacts: list[_LockedContact]) -> tuple[str, list]:
     ])
 
 
-def _insert_contacts_sql(source: str) -> str:
-    """INSERT the contacts `source` holds, whole; one that a concurrent chunk has inserted
-    since this chunk looked is left alone (ON CONFLICT DO NOTHING), so missing from RETURNING."""
+def _insert_contacts_sql(source: str, lock_existing: bool = False) -> str:
+    """INSERT the contacts `source` holds, whole, in email order; RETURNING (id, email) of
+    those inserted. One that exists (a concurrent chunk may have inserted it since this
+    chunk looked) is left alone (ON CONFLICT DO NOTHING), or with `lock_existing` locked
+    and left alone: PostgreSQL locks every conflicting row of an ON CONFLICT DO UPDATE,
+    and its WHERE false updates none. The SET names a column no unique index holds, so the
+    lock is FOR NO KEY UPDATE's."""
     columns = ", ".join(["email", *_STATE_COLUMNS])
+    conflict = "DO UPDATE SET name = excluded.name WHERE false" if lock_existing else "DO NOTHING"
     return (
         f"INSERT INTO {_table(Contact)} (workspace_id, created_at, {columns}) "
         f"SELECT %s, %s, {columns} FROM {source} WHERE true ORDER BY email "
-        "ON CONFLICT (workspace_id, email) DO NOTHING RETURNING id, email"
+        f"ON CONFLICT (workspace_id, email) {conflict} RETURNING id, email"
     )
 
 
@@ -536,11 +543,12 @@ _SINGLE_DAY_COLUMNS = {name: kind for name, kind in _DAY_COLUMNS.items() if name
 
 
 def _day_rows(days: dict[tuple[str, dt.date], _DayMerge], contacts: dict[str, _LockedContact]) -> tuple[str, list]:
-    """The chunk's (contact, day) merges, with the contact's id (None for one not yet inserted)."""
+    """The chunk's (contact, day) merges, with the contact's id (None for one not yet
+    inserted, or not in `contacts`)."""
     db = _db()
     adapt_day, adapt_time = db.ops.adapt_datefield_value, _time_adapter(db)
     return _rows(_DAY_COLUMNS, [
-        (contacts[email].pk, email, adapt_day(day), adapt_time(merge.occurred_at), adapt_time(merge.last_occurred_at),
+        (contacts[email].pk if email in contacts else None, email, adapt_day(day), adapt_time(merge.occurred_at), adapt_time(merge.last_occurred_at),
          merge.description, merge.url, merge.event_count)
         for (email, day), merge in sorted(days.items())
     ])
@@ -588,8 +596,6 @@ def _insert_and_merge(workspace, new, contacts, days) -> tuple[list[tuple], set[
         return _merge_interactions(workspace, days, contacts), set()
     created_at = _time_adapter()(timezone.now())
     new_source, new_params = _state_rows("email", [contact for _, contact in sorted(new.items())])
-    if connection.vendor == "postgresql":
-        return _insert_and_merge_in_one(workspace, new, contacts, days, created_at, new_source, new_params)
     with prepared_cursor() as cursor:
         cursor.execute(_insert_contacts_sql(new_source), [workspace.pk, created_at, *new_params])
         taken = _give_ids(new, cursor.fetchall())
@@ -597,22 +603,58 @@ def _insert_and_merge(workspace, new, contacts, days) -> tuple[list[tuple], set[
     return (_merge_interactions(workspace, days, contacts) if days else []), taken
 
 
-def _insert_and_merge_in_one(workspace, new, contacts, days, created_at, new_source, new_params):
-    """PostgreSQL: both statements of _insert_and_merge in one (a data-modifying WITH); the
-    days of a new contact take its id from the INSERT's RETURNING."""
-    day_source, day_params = _day_rows(days, contacts)
+def _insert_new_and_lock_known(workspace, new, known, days) -> tuple[list[tuple], set[str]]:
+    """PostgreSQL, a batch: one pass over the chunk's contacts in email order, inserting
+    the new ones whole (with their days' interactions, which take the contact's id from
+    the INSERT's RETURNING) and locking the ones that exist. Returns the interactions'
+    (contact id, day, event count) rows and the emails inserted; gives each its pk.
+
+    The one pass is what keeps concurrent chunks from deadlocking: every writer of
+    contacts, a single message's upsert included, takes them in email order, whether it
+    inserts or locks. (Locking the known contacts first and inserting the new ones after
+    made a cycle: a chunk that found one of its new contacts inserted meanwhile had to lock
+    it out of order.)"""
+    created_at = _time_adapter()(timezone.now())
+    # The known contacts travel empty: the conflict leaves them as they are. (One deleted
+    # since it was found would be inserted so: the caller starts the chunk again.)
+    rows = sorted([*new.values(), *(_LockedContact.new(email) for email in known)], key=lambda c: c.email)
+    source, params = _state_rows("email", rows)
+    day_source, day_params = _day_rows({key: merge for key, merge in days.items() if key[0] in new}, {})
     sql = (
-        f"WITH inserted AS ({_insert_contacts_sql(new_source)}), "
-        f"days AS (SELECT v.*, coalesce(v.contact_id, inserted.id) AS known_id FROM {day_source} "
-        "LEFT JOIN inserted USING (email) WHERE coalesce(v.contact_id, inserted.id) IS NOT NULL), "
-        f"merged AS ({_merge_interactions_sql('known_id', 'days')}) "
+        f"WITH inserted AS ({_insert_contacts_sql(source, lock_existing=True)}), "
+        f"days AS (SELECT v.*, inserted.id AS new_id FROM {day_source} JOIN inserted USING (email)), "
+        f"merged AS ({_merge_interactions_sql('new_id', 'days')}) "
         "SELECT contact_id, day, event_count, NULL FROM merged UNION ALL SELECT id, NULL, NULL, email FROM inserted"
     )
     with prepared_cursor() as cursor:
-        cursor.execute(sql, [workspace.pk, created_at, *new_params, *day_params, workspace.pk])
-        rows = cursor.fetchall()
-    taken = _give_ids(new, [(pk, email) for pk, _, _, email in rows if email is not None])
-    return [row[:3] for row in rows if row[3] is None], taken
+        cursor.execute(sql, [workspace.pk, created_at, *params, *day_params, workspace.pk])
+        result = cursor.fetchall()
+    inserted = [(pk, email) for pk, _, _, email in result if email is not None]
+    if any(email in known for _, email in inserted):
+        raise ContactGoneMeanwhile("A contact was deleted during the request; trying again")
+    _give_ids(new, inserted)
+    return [row[:3] for row in result if row[3] is None], {email for _, email in inserted}
+
+
+def _lock_and_merge(workspace, emails: set[str], days) -> tuple[dict[str, _LockedContact], list[tuple]]:
+    """PostgreSQL, a batch: read (and lock, in email order, those not locked yet) the
+    contacts that exist among `emails`, and add their `days` to the interactions, in one
+    statement planned for each execution (see _claim_and_find). Returns the contacts by
+    email and the interactions' (contact id, day, event count) rows."""
+    source, params = _rows({"email": "text"}, [(email,) for email in sorted(emails)])
+    day_source, day_params = _day_rows(days, {})
+    sql = (
+        f"WITH locked AS ({_contact_lock_sql(f'SELECT email FROM {source}')}), "
+        f"days AS (SELECT v.*, locked.id AS locked_id FROM {day_source} JOIN locked USING (email)), "
+        f"merged AS ({_merge_interactions_sql('locked_id', 'days')}) "
+        f"SELECT {_CONTACT_COLUMNS}, NULL::date, NULL::integer FROM locked UNION ALL "
+        "SELECT contact_id, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, day, event_count FROM merged"
+    )
+    with prepared_cursor(prepare=False) as cursor:
+        cursor.execute(sql, [*params, workspace.pk, *day_params, workspace.pk])
+        result = cursor.fetchall()
+    contacts = _locked_contacts(row[:10] for row in result if row[10] is None)
+    return contacts, [(row[0], row[10], row[11]) for row in result if row[10] is not None]
 
 
 def _give_ids(new: dict[str, _LockedContact], inserted) -> set[str]:
@@ -669,12 +711,11 @@ def _add_days(contacts: dict[str, _LockedContact], keys, days: dict[tuple[str, d
         )
 
 
-def _merge_messages(messages, indexes, days_of, contacts, new, results):
-    """Merge the messages at `indexes` into their contacts, in memory; an email without a
-    contact gets a new one, added to `contacts` and `new`. Returns (the emails of existing
-    contacts that changed, the messages' merges per (email, day))."""
+def _merge_identities(messages, indexes, contacts, new, results) -> set[str]:
+    """Merge the userIds, traits and first-seen times of the messages at `indexes` into
+    their contacts, in memory; an email without a contact gets a new one, added to
+    `contacts` and `new`. Returns the emails of existing contacts that changed."""
     changed = set()
-    days: dict[tuple[str, dt.date], _DayMerge] = {}
     for index in indexes:
         message = messages[index]
         contact = contacts.get(message.email)
@@ -684,6 +725,16 @@ def _merge_messages(messages, indexes, days_of, contacts, new, results):
             changed.add(message.email)
         if message.is_engage:
             results[index] = Result(status="traits_updated", email=message.email)
+    return changed
+
+
+def _day_merges(messages, indexes, days_of) -> dict[tuple[str, dt.date], _DayMerge]:
+    """What the messages at `indexes` add to each (email, day) interaction (engage
+    messages add to none)."""
+    days: dict[tuple[str, dt.date], _DayMerge] = {}
+    for index in indexes:
+        message = messages[index]
+        if message.is_engage:
             continue
         key = (message.email, days_of[index])
         if key in days:
@@ -693,7 +744,48 @@ def _merge_messages(messages, indexes, days_of, contacts, new, results):
                 first=index, occurred_at=message.timestamp, description=message.description, url=message.url,
                 last_occurred_at=message.timestamp,
             )
-    return changed, days
+    return days
+
+
+def _merge_messages(messages, indexes, days_of, contacts, new, results):
+    """_merge_identities and _day_merges: (the emails of existing contacts that changed,
+    the messages' merges per (email, day))."""
+    return _merge_identities(messages, indexes, contacts, new, results), _day_merges(messages, indexes, days_of)
+
+
+def _record_in_email_order(workspace, messages, fresh, days_of, known, contacts, new, results):
+    """PostgreSQL, a batch whose messageIds are claimed (`fresh`, of which the contacts of
+    `known` exist): the new contacts inserted whole and the known ones locked in one pass
+    in email order, then the known ones (and any inserted meanwhile by a concurrent
+    request) read, with their days added to the interactions, and the messages merged
+    into them. Returns (changed, days, interactions' rows, created) for _record_identifies."""
+    days = _day_merges(messages, fresh, days_of)
+    _merge_identities(messages, [index for index in fresh if messages[index].email not in known], contacts, new,
+                      results)
+    # Every day of a new contact is new: it is inserted with its closeness.
+    created = {key for key in days if key[0] in new}
+    _add_days(contacts, created, days)
+    rows, inserted = _insert_new_and_lock_known(workspace, new, known, days) if new else ([], set())
+    # Inserted by a concurrent request since this chunk looked, and now locked by it: merged
+    # into like any contact that exists.
+    taken = new.keys() - inserted
+    for email in taken:
+        del contacts[email], new[email]
+    created = {key for key in created if key[0] not in taken}
+    existing = known | taken
+    changed = set()
+    if existing:
+        locked, more_rows = _lock_and_merge(
+            workspace, existing, {key: merge for key, merge in days.items() if key[0] in existing}
+        )
+        if locked.keys() != existing:
+            raise ContactGoneMeanwhile("A contact was deleted during the request; trying again")
+        contacts.update(locked)
+        changed = _merge_identities(
+            messages, [index for index in fresh if messages[index].email in existing], contacts, new, results
+        )
+        rows += more_rows
+    return changed, days, rows, created
 
 
 def _record_identifies(workspace: Workspace, messages: list[SegmentMessage]) -> list[Result]:
@@ -703,7 +795,11 @@ def _record_identifies(workspace: Workspace, messages: list[SegmentMessage]) -> 
     days_of = [message.timestamp.astimezone(tzinfo).date() for message in messages]
     results: list[Result | None] = [None] * len(messages)
 
-    claimed, contacts, rows = _claim_and_lock(workspace, messages, days_of)
+    in_email_order = len(messages) > FEW_MESSAGES and connection.vendor == "postgresql"
+    if in_email_order:
+        (claimed, known), contacts, rows = _claim_and_find(workspace, messages), {}, None
+    else:
+        claimed, contacts, rows = _claim_and_lock(workspace, messages, days_of)
     fresh = []
     for index, message in enumerate(messages):
         if message.message_id in claimed:
@@ -715,29 +811,23 @@ def _record_identifies(workspace: Workspace, messages: list[SegmentMessage]) -> 
         return results
 
     new: dict[str, _LockedContact] = {}  # the contacts this chunk inserts, by email
-    changed, days = _merge_messages(messages, fresh, days_of, contacts, new, results)
-    # Every day of a new contact is new: it is inserted with its closeness.
-    created = {key for key in days if key[0] in new}
-    _add_days(contacts, created, days)
-    if rows is None:
-        rows, taken = _insert_and_merge(workspace, new, contacts, days) if new or days else ([], set())
+    if in_email_order:
+        changed, days, rows, created = _record_in_email_order(
+            workspace, messages, fresh, days_of, known, contacts, new, results
+        )
     else:
-        taken = set()  # upserted message by message: every contact exists, every day is added
-    if taken:
-        # Inserted by a concurrent chunk since this one looked: lock them now, and merge this
-        # chunk's messages into them as into any contact that exists.
-        for email in taken:
-            del contacts[email], new[email]
-        created = {key for key in created if key[0] not in taken}
-        contacts.update(_lock_contacts(workspace, taken))
-        if not taken <= contacts.keys():
-            raise ContactGoneMeanwhile("A contact changed during the request; trying again")
-        again = [index for index in fresh if messages[index].email in taken]
-        changed_again, days_again = _merge_messages(messages, again, days_of, contacts, new, results)
-        changed |= changed_again
-        days.update(days_again)
-        if days_again:
-            rows += _merge_interactions(workspace, days_again, contacts)
+        changed, days = _merge_messages(messages, fresh, days_of, contacts, new, results)
+        # Every day of a new contact is new: it is inserted with its closeness.
+        created = {key for key in days if key[0] in new}
+        _add_days(contacts, created, days)
+        if rows is None:
+            rows, taken = _insert_and_merge(workspace, new, contacts, days) if new or days else ([], set())
+        else:
+            taken = set()  # upserted message by message: every contact exists, every day is added
+        if taken:
+            # SQLite: inserted since this chunk looked, which the database's write lock, held
+            # from BEGIN (IMMEDIATE), rules out; should it happen, the chunk starts again.
+            raise ContactGoneMeanwhile("A contact was inserted during the request; trying again")
 
     email_of = {contact.pk: email for email, contact in contacts.items()}
     # A day of an existing contact is new when its interaction holds only this chunk's events.

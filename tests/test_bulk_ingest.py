@@ -14,6 +14,7 @@ from django.db import connection
 from contacts import closeness
 from contacts.models import Contact, Interaction
 from ingest.models import ProcessedMessage
+from ingest import services
 from ingest.services import FEW_MESSAGES, ingest_messages
 from tests.factories import WorkspaceFactory
 
@@ -333,6 +334,101 @@ def test_concurrent_small_batches_touching_the_same_contacts_keep_closeness_exac
     assert _deadlocks_so_far() == deadlocks
     _assert_days_kept_and_closeness_exact(workspace, days_per_contact=24)
     assert ProcessedMessage.objects.filter(workspace=workspace).count() == 4 * 4 * 6
+
+
+@pytest.mark.postgres
+@pytest.mark.django_db(transaction=True)
+def test_concurrent_batches_of_any_size_over_new_and_known_contacts_do_not_deadlock():
+    # Single messages, batches of a handful and larger batches, each sender drawing its
+    # people at random from a pool of which a third exists at the start: a batch meets
+    # contacts that exist, contacts no one has inserted yet, and contacts another request
+    # is inserting at that moment. Every writer takes its contacts in email order, whether
+    # it inserts or locks them, so PostgreSQL never has a deadlock to break.
+    workspace = WorkspaceFactory()
+    pool = [f"pool{i:02d}@example.com" for i in range(60)]
+    ingest_messages(workspace=workspace, raw_messages=[
+        {"type": "identify", "messageId": f"known-{person}", "timestamp": START.isoformat(),
+         "traits": {"email": person}}
+        for person in pool[::3]
+    ])
+    senders = []
+    for sender in range(6):
+        rng = random.Random(sender)
+        batches = []
+        for b in range(25):
+            batches.append([
+                {"type": "identify", "messageId": f"m-{sender}-{b}-{i}",
+                 "timestamp": (START + dt.timedelta(days=rng.randrange(1, 90), hours=sender)).isoformat(),
+                 "traits": {"email": rng.choice(pool), "sender": sender}}
+                for i in range(rng.choice([1, 3, 12, 40]))
+            ])
+        senders.append(batches)
+
+    deadlocks = _deadlocks_so_far()
+    errors = _concurrent_senders(workspace, senders)
+
+    assert errors == []
+    assert _deadlocks_so_far() == deadlocks
+    sent = [message for batches in senders for batch in batches for message in batch]
+    expected_days, expected_events = {}, {}
+    for message in sent + [{"timestamp": START.isoformat(), "traits": {"email": p}} for p in pool[::3]]:
+        person, day = message["traits"]["email"], dt.datetime.fromisoformat(message["timestamp"]).date()
+        expected_days.setdefault(person, set()).add(day)
+        expected_events[person] = expected_events.get(person, 0) + 1
+    contacts = Contact.objects.filter(workspace=workspace)
+    assert sorted(contact.email for contact in contacts) == sorted(expected_days)
+    for contact in contacts:
+        interactions = list(Interaction.objects.filter(contact=contact).values_list("day", "event_count"))
+        days = [day for day, _ in interactions]
+        assert set(days) == expected_days[contact.email] and len(days) == len(set(days))
+        assert sum(count for _, count in interactions) == expected_events[contact.email]
+        assert contact.closeness_log == pytest.approx(closeness.log_for_days(days), rel=1e-12)
+        assert contact.last_interaction_day == max(days)
+
+
+@pytest.mark.postgres
+@pytest.mark.django_db(transaction=True)
+@pytest.mark.parametrize("with_new", [True, False], ids=["new-and-known", "known-only"])
+def test_a_known_contact_deleted_before_the_batch_locks_it_makes_the_batch_start_again(monkeypatch, with_new):
+    # A batch finds its known contacts without locking them, and locks them afterwards
+    # (with the new ones, or alone). A contact deleted in between (Segment's delete
+    # request, or a member in the admin) makes the chunk start again, and the batch's
+    # messages then create the contact afresh, as if the deletion had come first.
+    workspace = WorkspaceFactory()
+    ingest_messages(workspace=workspace, raw_messages=[
+        {"type": "identify", "messageId": "old", "timestamp": START.isoformat(), "traits": {"email": "gone@example.com"}}
+    ])
+    find, attempts = services._claim_and_find, []
+
+    def find_then_delete_meanwhile(*args):
+        found = find(*args)
+        attempts.append(sorted(found[1]))
+        if len(attempts) == 1:  # another request deletes the contact, and commits
+            thread = threading.Thread(target=lambda: (
+                Contact.objects.filter(email="gone@example.com").delete(), connection.close()))
+            thread.start()
+            thread.join()
+        return found
+
+    monkeypatch.setattr(services, "_claim_and_find", find_then_delete_meanwhile)
+    people = ["gone@example.com"] + ([f"new{i}@example.com" for i in range(2)] if with_new else [])
+    batch = [
+        {"type": "identify", "messageId": f"b-{person}-{d}", "timestamp": (START + dt.timedelta(days=d)).isoformat(),
+         "traits": {"email": person, "plan": "pro"}}
+        for person in people for d in range(1, 6)
+    ]
+    assert len(batch) > FEW_MESSAGES
+
+    results = ingest_messages(workspace=workspace, raw_messages=batch)
+
+    assert attempts == [["gone@example.com"], []]
+    assert [r.status for r in results] == ["created"] * 5 * len(people)
+    gone = Contact.objects.get(workspace=workspace, email="gone@example.com")
+    assert gone.traits == {"email": "gone@example.com", "plan": "pro"}
+    days = list(Interaction.objects.filter(contact=gone).values_list("day", flat=True))
+    assert sorted(days) == [dt.date(2024, 3, d) for d in range(2, 7)]
+    assert gone.closeness_log == pytest.approx(closeness.log_for_days(days), rel=1e-12)
+    assert Contact.objects.filter(workspace=workspace).count() == len(people)
 
 
 @pytest.mark.postgres
