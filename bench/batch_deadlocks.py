@@ -3,6 +3,7 @@ PostgreSQL breaks, and how long the batches take.
 
     DATABASE_URL=postgres://postgres@127.0.0.1:5432/natsite_perf_bench \\
         .venv/bin/python bench/batch_deadlocks.py [--senders 4] [--batches 40] [--size 50] [--pool 400]
+        [--sizes 1,3,50]
 
 Each sender (a thread with its own connection) records its batches one after another, all
 senders at once, in a workspace made for the run (in the database DATABASE_URL names,
@@ -10,7 +11,10 @@ already migrated: bench/ingest.py leaves one). The emails come at random from a 
 a batch meets contacts that exist, contacts no one has inserted yet, and contacts another
 batch is inserting at that moment. Every deadlock costs the batch PostgreSQL's
 deadlock_timeout (1 s by default) before it is tried again; the recorded rows are checked
-afterwards (every message counted once).
+afterwards (every message counted once). With --sizes, each batch's size is drawn from
+the list instead: single messages and batches of a handful take other statements (the
+single message's upsert, once per message) than larger batches, and must not deadlock with
+them either.
 """
 
 import argparse
@@ -50,7 +54,9 @@ def main():
     parser.add_argument("--batches", type=int, default=40, help="batches per sender")
     parser.add_argument("--size", type=int, default=50, help="messages per batch")
     parser.add_argument("--pool", type=int, default=400, help="distinct emails")
+    parser.add_argument("--sizes", help="comma-separated batch sizes to draw from (instead of --size)")
     args = parser.parse_args()
+    sizes = [int(size) for size in args.sizes.split(",")] if args.sizes else [args.size]
     if connection.vendor != "postgresql":
         sys.exit("needs PostgreSQL: set DATABASE_URL")
 
@@ -58,16 +64,19 @@ def main():
     workspace = Workspace.objects.create(name=f"Deadlocks {run}", slug=f"deadlocks-{run}")
     start_day = dt.datetime(2026, 1, 1, tzinfo=dt.timezone.utc)
     errors = []
+    counts = [0] * args.senders  # messages sent, per sender
 
     def sender(number):
         rng = random.Random(number)
         try:
             for batch in range(args.batches):
+                size = rng.choice(sizes)
+                counts[number] += size
                 ingest_messages(workspace=workspace, raw_messages=[
                     {"type": "identify", "messageId": f"{run}-{number}-{batch}-{i}",
                      "timestamp": (start_day + dt.timedelta(days=rng.randrange(300))).isoformat(),
                      "traits": {"email": f"pool-{rng.randrange(args.pool)}@example.com"}}
-                    for i in range(args.size)
+                    for i in range(size)
                 ])
         except Exception as error:  # reported below
             errors.append(error)
@@ -84,10 +93,10 @@ def main():
     elapsed = time.perf_counter() - began
     time.sleep(1.5)  # the senders' connections report their counts as they end
 
-    messages = args.senders * args.batches * args.size
+    messages = sum(counts)
     recorded = ProcessedMessage.objects.filter(workspace=workspace).count()
     events = sum(Interaction.objects.filter(workspace=workspace).values_list("event_count", flat=True))
-    print(f"{args.senders} senders x {args.batches} batches of {args.size} over {args.pool} emails: "
+    print(f"{args.senders} senders x {args.batches} batches of {'/'.join(map(str, sizes))} over {args.pool} emails: "
           f"{elapsed:.1f} s, {messages / elapsed:,.0f} messages/s, deadlocks {deadlocks_so_far() - before}, "
           f"errors {len(errors)}, messages recorded {recorded} of {messages}, events {events}")
     workspace.delete()
