@@ -26,7 +26,7 @@ from dataclasses import dataclass
 from django.conf import settings
 
 from ingest.services import Checked, Result
-from ingest.views import STRICT_JSON, IngestError, check_within_limits, parse_messages
+from ingest.bodies import STRICT_JSON, IngestError, check_within_limits, parse_messages
 
 GZIP_MAGIC = b"\x1f\x8b"
 LINES, DOCUMENT, AUTO = "lines", "json", "auto"

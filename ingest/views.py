@@ -4,7 +4,6 @@ import hashlib
 import hmac
 import json
 import logging
-import math
 import zlib
 
 import orjson
@@ -19,22 +18,14 @@ from rest_framework.views import exception_handler as drf_exception_handler
 
 from ingest import ratelimit
 from ingest.authentication import REALM, ApiKeyAuthentication
+from ingest.bodies import IngestError, check_within_limits, parse_messages
 from ingest.openapi import webhook_schema
-from ingest.services import Checked, Result, check_messages, record_checked, remember_rejections
+from ingest.services import Result, record_checked, remember_rejections
 from ingest.serializers import COMPACT_JSON, oversized, too_large_message
 
 logger = logging.getLogger(__name__)
 
 JSON_TYPES = ("application/json", "text/json")
-
-
-class IngestError(exceptions.APIException):
-    """A whole-request rejection with its own status code."""
-
-    def __init__(self, status_code: int, message: str, headers=None):
-        super().__init__(message)
-        self.status_code = status_code
-        self.headers = headers or {}
 
 
 def _database_unavailable(exc) -> bool:
@@ -149,65 +140,11 @@ def check_signature(workspace, raw_body: bytes, request) -> None:
         raise exceptions.AuthenticationFailed("Invalid X-Signature")
 
 
-def _reject_constant(name):
-    raise ValueError(f"{name} is not valid JSON")
-
-
-def _finite_float(text):
-    # 1e999 parses to inf, which JSON columns cannot store: refuse it like NaN.
-    value = float(text)
-    if math.isinf(value):
-        raise ValueError(f"{text[:40]} is out of range")
-    return value
-
-
-# The webhook's JSON rules (no NaN, no 1e999) as one decoder, made once: json.loads with
-# hooks builds a decoder on every call, which costs three times the decoding of a message.
-STRICT_JSON = json.JSONDecoder(parse_constant=_reject_constant, parse_float=_finite_float)
-
-
-def decode_json(data: bytes):
-    """json.loads(data) with the webhook's rules."""
-    return STRICT_JSON.decode(data.decode(json.detect_encoding(data), "surrogatepass"))
-
-
-def parse_messages(data: bytes):
-    """(messages, is_batch) from a JSON object, array, or {"batch": [...]}."""
-    try:
-        payload = decode_json(data)
-    except (ValueError, UnicodeDecodeError, RecursionError) as error:
-        raise IngestError(400, f"Body is not valid JSON: {str(error)[:120]}") from None
-    if isinstance(payload, list):
-        messages = payload
-    elif isinstance(payload, dict) and isinstance(payload.get("batch"), list):
-        messages = payload["batch"]
-    elif isinstance(payload, dict):
-        return [payload], False
-    else:
-        raise IngestError(400, "Body must be a JSON object, an array of messages or {\"batch\": [...]}")
-    if len(messages) > settings.INGEST_MAX_BATCH_MESSAGES:
-        raise IngestError(413, f"Batch of {len(messages)} messages; at most {settings.INGEST_MAX_BATCH_MESSAGES}")
-    return messages, True
-
-
 def remember_request_rejection(workspace, body: bytes, error) -> None:
     # The body as decoded, when it got that far (a gzipped body's bytes say nothing).
     excerpt = body[:1000].decode("utf-8", "replace")
     result = Result(status="rejected", code=error.status_code, message=str(error.detail))
     remember_rejections(workspace=workspace, rejected=[(result, excerpt)])
-
-
-def check_within_limits(messages, measured=False, rejected=None) -> Checked:
-    """check_messages, with each message over the per-message size cap rejected alone
-    (413): the webhook's batches and import_events check messages through this. With
-    `measured`, the caller has measured the one message already; `rejected` as for
-    check_messages."""
-    rejected = dict(rejected or {})
-    if not measured:
-        for position, raw in enumerate(messages):
-            if position not in rejected and oversized(raw):
-                rejected[position] = Result(status="rejected", code=413, message=too_large_message())
-    return check_messages(messages, rejected=rejected)
 
 
 def ingest_within_limits(*, workspace, messages, measured=False) -> list[Result]:

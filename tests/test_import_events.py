@@ -497,3 +497,20 @@ def test_a_mixed_export_imported_twice_equals_the_webhook_fed_in_batches(tmp_pat
         assert webhook.post(messages[start : start + 100]).status_code == 200
     assert snapshot(workspace) == once
     assert len(once[0]) >= 30 and len(once[1]) >= 100
+
+
+def test_the_command_loads_no_http_framework():
+    # A user waits for the command's start-up: it reads and checks messages by the
+    # webhook's rules (ingest.bodies) without loading the webhook's view and DRF's.
+    import subprocess
+
+    code = (
+        "import sys, django; django.setup(); import ingest.management.commands.import_events; "
+        "print(sorted(m for m in sys.modules if m.startswith(('rest_framework.views', 'rest_framework.response', "
+        "'ingest.views', 'ingest.openapi'))))"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", code], cwd=Path(__file__).resolve().parent.parent, capture_output=True, text=True,
+        env={**os.environ, "DJANGO_SETTINGS_MODULE": "natsite.settings"}, check=True,
+    )
+    assert done.stdout.strip() == "[]", done.stdout + done.stderr
