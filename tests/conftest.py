@@ -7,6 +7,7 @@ import json
 from pathlib import Path
 
 import pytest
+from django.db import connections
 
 from tests.factories import MembershipFactory, UserFactory, WorkspaceFactory, api_key_for, grant_rotate
 
@@ -63,6 +64,11 @@ def browser(monkeypatch):
             yield browser
         finally:
             browser.close()
+            # While Playwright's event loop runs on this thread, asgiref keeps the test's
+            # ORM connection per context, apart from the thread's: closed here, inside
+            # that context, or it would outlive the test and hold the test database open
+            # when pytest-django drops it.
+            connections.close_all()
 
 
 def load_fixture(name):
