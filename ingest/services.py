@@ -550,8 +550,8 @@ def _day_rows(days: dict[tuple[str, dt.date], _DayMerge], contacts: dict[str, _L
     db = _db()
     adapt_day, adapt_time = db.ops.adapt_datefield_value, _time_adapter(db)
     return _rows(_DAY_COLUMNS, [
-        (contacts[email].pk if email in contacts else None, email, adapt_day(day), adapt_time(merge.occurred_at), adapt_time(merge.last_occurred_at),
-         merge.description, merge.url, merge.event_count)
+        (contacts[email].pk if email in contacts else None, email, adapt_day(day), adapt_time(merge.occurred_at),
+         adapt_time(merge.last_occurred_at), merge.description, merge.url, merge.event_count)
         for (email, day), merge in sorted(days.items())
     ])
 
@@ -749,12 +749,6 @@ def _day_merges(messages, indexes, days_of) -> dict[tuple[str, dt.date], _DayMer
     return days
 
 
-def _merge_messages(messages, indexes, days_of, contacts, new, results):
-    """_merge_identities and _day_merges: (the emails of existing contacts that changed,
-    the messages' merges per (email, day))."""
-    return _merge_identities(messages, indexes, contacts, new, results), _day_merges(messages, indexes, days_of)
-
-
 def _record_in_email_order(workspace, messages, fresh, days_of, known, contacts, new, results):
     """PostgreSQL, a batch whose messageIds are claimed (`fresh`, of which the contacts of
     `known` exist): the new contacts inserted whole and the known ones locked in one pass
@@ -762,8 +756,8 @@ def _record_in_email_order(workspace, messages, fresh, days_of, known, contacts,
     request) read, with their days added to the interactions, and the messages merged
     into them. Returns (changed, days, interactions' rows, created) for _record_identifies."""
     days = _day_merges(messages, fresh, days_of)
-    _merge_identities(messages, [index for index in fresh if messages[index].email not in known], contacts, new,
-                      results)
+    first_new = [index for index in fresh if messages[index].email not in known]
+    _merge_identities(messages, first_new, contacts, new, results)
     # Every day of a new contact is new: it is inserted with its closeness.
     created = {key for key in days if key[0] in new}
     _add_days(contacts, created, days)
@@ -818,7 +812,8 @@ def _record_identifies(workspace: Workspace, messages: list[SegmentMessage]) -> 
             workspace, messages, fresh, days_of, known, contacts, new, results
         )
     else:
-        changed, days = _merge_messages(messages, fresh, days_of, contacts, new, results)
+        changed = _merge_identities(messages, fresh, contacts, new, results)
+        days = _day_merges(messages, fresh, days_of)
         # Every day of a new contact is new: it is inserted with its closeness.
         created = {key for key in days if key[0] in new}
         _add_days(contacts, created, days)

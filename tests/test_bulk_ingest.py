@@ -396,7 +396,8 @@ def test_a_known_contact_deleted_before_the_batch_locks_it_makes_the_batch_start
     # messages then create the contact afresh, as if the deletion had come first.
     workspace = WorkspaceFactory()
     ingest_messages(workspace=workspace, raw_messages=[
-        {"type": "identify", "messageId": "old", "timestamp": START.isoformat(), "traits": {"email": "gone@example.com"}}
+        {"type": "identify", "messageId": "old", "timestamp": START.isoformat(),
+         "traits": {"email": "gone@example.com"}}
     ])
     find, attempts = services._claim_and_find, []
 
