@@ -447,3 +447,56 @@ def test_concurrent_copies_of_one_batch_record_each_message_once():
     assert errors == []
     assert ProcessedMessage.objects.filter(workspace=workspace).count() == 200
     assert sum(Interaction.objects.filter(workspace=workspace).values_list("event_count", flat=True)) == 200
+
+
+def _own_connection(**options):
+    """A psycopg connection of its own to the test database, outside Django's."""
+    import psycopg
+
+    return psycopg.connect(**connection.get_connection_params(), **options)
+
+
+@pytest.mark.postgres
+@pytest.mark.django_db(transaction=True)
+def test_a_delete_request_locks_its_contacts_in_email_order():
+    # One userId on two emails, zoe's contact made first (the lower id). While another
+    # transaction holds amy's row, as a batch taking amy then zoe would, the delete must
+    # wait for amy before it takes zoe: deleting in the order it finds the rows (zoe first)
+    # made a cycle with such a batch.
+    workspace = WorkspaceFactory()
+    for person in ("zoe", "amy"):
+        ingest_messages(workspace=workspace, raw_messages=[
+            {"type": "identify", "messageId": f"m-{person}", "userId": "usr_1", "timestamp": START.isoformat(),
+             "traits": {"email": f"{person}@example.com"}}
+        ])
+    assert Contact.objects.get(email="zoe@example.com").pk < Contact.objects.get(email="amy@example.com").pk
+    table = Contact._meta.db_table
+    # The checker's every statement is a transaction of its own: it sees the activity
+    # anew each time, and its lock test ends at once.
+    holder, checker = _own_connection(), _own_connection(autocommit=True)
+    try:
+        holder.execute(f"SELECT id FROM {table} WHERE email = 'amy@example.com' FOR NO KEY UPDATE")
+        results = []
+        deleting = threading.Thread(target=lambda: (results.extend(ingest_messages(
+            workspace=workspace, raw_messages=[{"type": "delete", "userId": "usr_1", "messageId": "del-1"}]
+        )), connection.close()))
+        deleting.start()
+        for _ in range(200):  # until the delete waits on a row lock
+            waiting = checker.execute(
+                "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() AND wait_event_type = 'Lock'"
+            ).fetchone()[0]
+            if waiting:
+                break
+            time.sleep(0.05)
+        assert waiting == 1
+
+        # zoe's row is not locked yet: the delete takes amy first
+        checker.execute(f"SELECT id FROM {table} WHERE email = 'zoe@example.com' FOR NO KEY UPDATE NOWAIT")
+    finally:
+        holder.rollback()
+        holder.close()
+        checker.close()
+    deleting.join(timeout=10)
+
+    assert [(r.status, r.deleted) for r in results] == [("deleted", 2)]
+    assert not Contact.objects.filter(workspace=workspace).exists()
