@@ -589,20 +589,19 @@ def _merge_interactions(workspace: Workspace, days, contacts) -> list[tuple]:
         return cursor.fetchall()
 
 
-def _insert_and_merge(workspace, new, contacts, days) -> tuple[list[tuple], set[str]]:
-    """Insert the new contacts, then add the days to the interactions. Gives each new
-    contact inserted its pk; returns the interactions' (contact id, day, event count) rows
-    and the emails of the new contacts that a concurrent chunk inserted first, whose days
-    are left out."""
-    if not new:
-        return _merge_interactions(workspace, days, contacts), set()
-    created_at = _time_adapter()(timezone.now())
-    new_source, new_params = _state_rows("email", [contact for _, contact in sorted(new.items())])
-    with prepared_cursor() as cursor:
-        cursor.execute(_insert_contacts_sql(new_source), [workspace.pk, created_at, *new_params])
-        taken = _give_ids(new, cursor.fetchall())
-    days = {key: merge for key, merge in days.items() if key[0] not in taken}
-    return (_merge_interactions(workspace, days, contacts) if days else []), taken
+def _insert_and_merge(workspace, new, contacts, days) -> list[tuple]:
+    """SQLite: insert the new contacts, then add the days to the interactions. Gives each
+    new contact its pk; returns the interactions' (contact id, day, event count) rows. A
+    new contact found inserted meanwhile, which the database's write lock, held from BEGIN
+    (IMMEDIATE), rules out, makes the chunk start again."""
+    if new:
+        created_at = _time_adapter()(timezone.now())
+        new_source, new_params = _state_rows("email", [contact for _, contact in sorted(new.items())])
+        with prepared_cursor() as cursor:
+            cursor.execute(_insert_contacts_sql(new_source), [workspace.pk, created_at, *new_params])
+            if _give_ids(new, cursor.fetchall()):
+                raise ContactGoneMeanwhile("A contact was inserted during the request; trying again")
+    return _merge_interactions(workspace, days, contacts) if days else []
 
 
 def _insert_new_and_lock_known(workspace, new, known, days) -> tuple[list[tuple], set[str]]:
@@ -817,14 +816,8 @@ def _record_identifies(workspace: Workspace, messages: list[SegmentMessage]) -> 
         # Every day of a new contact is new: it is inserted with its closeness.
         created = {key for key in days if key[0] in new}
         _add_days(contacts, created, days)
-        if rows is None:
-            rows, taken = _insert_and_merge(workspace, new, contacts, days) if new or days else ([], set())
-        else:
-            taken = set()  # upserted message by message: every contact exists, every day is added
-        if taken:
-            # SQLite: inserted since this chunk looked, which the database's write lock, held
-            # from BEGIN (IMMEDIATE), rules out; should it happen, the chunk starts again.
-            raise ContactGoneMeanwhile("A contact was inserted during the request; trying again")
+        if rows is None:  # days not added yet: SQLite's (PostgreSQL's upserts add their message's day)
+            rows = _insert_and_merge(workspace, new, contacts, days) if new or days else []
 
     email_of = {contact.pk: email for email, contact in contacts.items()}
     # A day of an existing contact is new when its interaction holds only this chunk's events.
