@@ -5,28 +5,30 @@ A single message and a batch of thousands take the same few statements, in one
 transaction per chunk of up to CHUNK_MESSAGES identifies:
 1. claim the messageIds in ProcessedMessage (INSERT ... ON CONFLICT DO NOTHING
    RETURNING): a message already processed, or a second copy in the chunk, changes nothing;
-   and lock the contacts of the claimed messages, so concurrent chunks touching one contact
+   and take the contacts of the claimed messages, so concurrent chunks touching one contact
    are applied one after another and closeness_log stays exact. A single message's contact
-   is upserted (created empty when new); a batch only reads and locks the contacts that
-   exist (SELECT ... FOR NO KEY UPDATE), except on PostgreSQL a batch of a handful of
-   messages, each of which takes the single message's statement. On PostgreSQL this is
-   one statement (a data-modifying WITH), on SQLite two;
+   is upserted (created empty when new), and on PostgreSQL so is each message's of a batch
+   of a handful (FEW_MESSAGES), in email order. A larger batch on PostgreSQL only finds
+   which of its contacts exist, without locking them (one statement, a data-modifying
+   WITH); on SQLite a batch reads and locks them (two statements);
 2. merge the chunk's messages per contact and per (contact, day) in Python; a contact a
    batch creates is inserted whole (traits, days and closeness: all of its days are new),
    written once instead of inserted and then updated;
-3. add the messages to the interactions in one upsert whose RETURNING tells which days
-   are new; on PostgreSQL a batch's new contacts are inserted by this statement too, and
-   a single identify's interaction is added by the statement of step 1 (nothing in its
-   merge depends on the contact);
+3. add the messages to the interactions in upserts whose RETURNING tells which days are
+   new. On PostgreSQL a larger batch inserts its new contacts and locks the existing ones
+   in one pass in email order (with the new ones' interactions), then reads the existing
+   ones, locked, and adds theirs; a single identify's interaction is added by the
+   statement of step 1 (nothing in its merge depends on the contact);
 4. write the existing contacts' merged traits, first_seen_at, last day and closeness_log
    in one UPDATE ... FROM (VALUES ...).
-A contact that a concurrent chunk inserts after a batch looked for it is locked then, and
-the batch's messages are merged into it as into any existing contact. On PostgreSQL the
-statements are prepared once per connection (natsite/db.py), except a batch's look-up
-of contacts by email, planned for each batch: the one plan that depends on how many
-contacts there are. The outcome is the one of recording the messages one at a time, in
-order (the earliest message defines a day, the newest trait wins); a delete request
-splits the chunk and runs alone, between the messages around it.
+Every writer takes contacts in email order, whether it inserts or locks them, so
+concurrent chunks wait for each other and never deadlock; a contact that a concurrent
+request inserts after a batch looked for it is merged into like any existing contact. On
+PostgreSQL the statements are prepared once per connection (natsite/db.py), except a
+batch's look-ups of contacts by email, planned for each batch: the one plan that depends
+on how many contacts there are. The outcome is the one of recording the messages one at a
+time, in order (the earliest message defines a day, the newest trait wins); a delete
+request splits the chunk and runs alone, between the messages around it.
 """
 
 import datetime as dt
