@@ -3,10 +3,11 @@ look-up, email, timestamp, description, day, merging, traits, Engage, delete, ty
 
 import datetime as dt
 import itertools
+import re
 
 import pytest
 from django.core.exceptions import ValidationError
-from django.core.validators import validate_email
+from django.core.validators import EmailValidator, validate_email
 from django.utils import timezone
 from hypothesis import HealthCheck, given
 from hypothesis import settings as examples
@@ -153,6 +154,13 @@ def test_the_domain_pattern_without_case_folding_gives_the_validators_verdicts(d
         expected = False
     assert bool(serializers._EMAIL_DOMAIN.match(address.rsplit("@", 1)[1])) is expected
     assert serializers._is_valid_email(address) is expected
+
+
+def test_the_domain_pattern_is_made_of_the_validators_own_text():
+    # Built from the plain strings Django builds its pattern of (reading the validator's
+    # lazy pattern would compile it, with case folding, at every start): the same text.
+    assert serializers._DOMAIN_PATTERN == EmailValidator.domain_regex.pattern
+    assert serializers._DOMAIN_FLAGS | re.UNICODE == EmailValidator.domain_regex.flags
 
 
 @examples(max_examples=3000, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
