@@ -499,18 +499,33 @@ def test_a_mixed_export_imported_twice_equals_the_webhook_fed_in_batches(tmp_pat
     assert len(once[0]) >= 30 and len(once[1]) >= 100
 
 
-def test_the_command_loads_no_http_framework():
+def test_the_command_starts_without_loading_the_http_side(tmp_path):
     # A user waits for the command's start-up: it reads and checks messages by the
-    # webhook's rules (ingest.bodies) without loading the webhook's view and DRF's.
+    # webhook's rules (ingest.bodies) without loading the webhook's view and DRF's, runs no
+    # system checks (which load every URL's view), and does not compile Django's email
+    # domain pattern with case folding (ingest.serializers compiles its own without).
     import subprocess
 
     code = (
-        "import sys, django; django.setup(); import ingest.management.commands.import_events; "
+        "import sys\n"
+        "from django.core.management import execute_from_command_line\n"
+        "from django.core.validators import EmailValidator\n"
+        "from django.utils.functional import empty\n"
+        "try:\n"
+        "    execute_from_command_line(['manage.py', 'import_events', sys.argv[1], '--workspace', 'nowhere'])\n"
+        "except SystemExit as stop:\n"
+        "    print(stop.code)\n"
         "print(sorted(m for m in sys.modules if m.startswith(('rest_framework.views', 'rest_framework.response', "
-        "'ingest.views', 'ingest.openapi'))))"
+        "'ingest.views', 'ingest.openapi', 'natsite.urls', 'contacts.views'))))\n"
+        "print(EmailValidator.domain_regex._wrapped is empty)\n"
     )
+    database = tmp_path / "db.sqlite3"
+    env = {**os.environ, "DJANGO_SETTINGS_MODULE": "natsite.settings", "DATABASE_URL": f"sqlite:///{database}"}
+    root = Path(__file__).resolve().parent.parent
+    subprocess.run([sys.executable, "manage.py", "migrate", "-v", "0"], cwd=root, env=env, check=True)
     done = subprocess.run(
-        [sys.executable, "-c", code], cwd=Path(__file__).resolve().parent.parent, capture_output=True, text=True,
-        env={**os.environ, "DJANGO_SETTINGS_MODULE": "natsite.settings"}, check=True,
+        [sys.executable, "-c", code, str(write_lines(tmp_path / "export.jsonl", []))], cwd=root,
+        capture_output=True, text=True, env=env, check=True,
     )
-    assert done.stdout.strip() == "[]", done.stdout + done.stderr
+    assert done.stdout.splitlines() == ["1", "[]", "True"], done.stdout + done.stderr
+    assert "No workspace with slug 'nowhere'" in done.stderr

@@ -30,6 +30,10 @@ def _plain(text):
 
 
 class Command(BaseCommand):
+    # No system checks before an import: they load every URL's view (the webhook's, DRF's,
+    # the admin's) to check the URLs, a third of the command's start-up, which a user waits
+    # for at every file. `manage.py check`, migrate and the server's start run them.
+    requires_system_checks = []
     help = (
         "Import a Segment export (JSON lines, a JSON array or {\"batch\": [...]}; plain or gzip; "
         "'-' for stdin) into a workspace, with the webhook's rules. Safe to run again."
