@@ -50,7 +50,7 @@ from django.utils import timezone
 from contacts import closeness
 from contacts.models import Contact, Interaction, Workspace
 from ingest.models import ProcessedMessage, RejectedMessage
-from ingest.serializers import MessageRejected, SegmentMessage, fold, normalize
+from ingest.serializers import MessageRejected, SegmentMessage, fold, normalize, read_by_orjson
 from natsite.db import prepared_cursor
 
 # trait_times' entry for userId; fold() never yields a leading space, so no trait clashes.
@@ -237,7 +237,15 @@ def _day_of(value) -> dt.date | None:
 
 
 def _json_of(value) -> dict:
-    return json.loads(value) if isinstance(value, (str, bytes)) else value
+    """A JSON column's value: as the driver gave it, or read from its text (Django has
+    PostgreSQL's jsonb come as text; SQLite stores text), by orjson where it reads what the
+    json module reads (a quarter of the time), else by the json module."""
+    if not isinstance(value, (str, bytes)):
+        return value
+    try:
+        return read_by_orjson(value.encode("utf-8", "surrogatepass") if isinstance(value, str) else value)
+    except ValueError:
+        return json.loads(value)
 
 
 def _claim_message_ids(workspace: Workspace, message_ids) -> set[str]:

@@ -16,7 +16,7 @@ from django.test import override_settings
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
-from ingest import serializers
+from ingest import serializers, services
 from ingest.bodies import STRICT_JSON, decode_json
 from ingest.serializers import COMPACT_JSON, MAX_DEPTH, MessageRejected, oversized
 
@@ -165,3 +165,16 @@ def test_numbers_orjson_writes_shorter_are_measured_at_their_json_module_length(
     value = [1e16, 1e-7, float("inf"), float("-inf"), 1.5e300, 2.5e-300]
     with override_settings(INGEST_MAX_MESSAGE_BYTES=limit):
         assert oversized(value) is measured_by_the_json_module(value, limit)
+
+
+@PROPERTIES
+@given(value=json_values, ascii_only=st.booleans())
+@example(value={"n": 2**70, "s": "\ud800"}, ascii_only=False)
+def test_a_json_columns_text_reads_as_the_json_module_reads_it(value, ascii_only):
+    # Django has PostgreSQL's jsonb come as text, and SQLite stores text.
+    text = json.dumps(value, ensure_ascii=ascii_only)
+    assert repr(services._json_of(text)) == repr(json.loads(text))
+    if ascii_only:
+        assert repr(services._json_of(text.encode())) == repr(json.loads(text))
+    read = {"traits": value}  # a value the driver has read already comes back as it is
+    assert services._json_of(read) is read
