@@ -13,13 +13,13 @@ from urllib.parse import urlencode
 
 from django.core.paginator import Paginator
 from django.db import connection
-from django.db.models import Count, F, IntegerField, Q, Subquery
+from django.db.models import Count, F, IntegerField, Subquery
 from django.db.utils import DatabaseError
 from django.http import JsonResponse, StreamingHttpResponse
 from django.shortcuts import render
 
 from contacts import charts, closeness
-from contacts.models import Contact, Interaction, Workspace, level_q
+from contacts.models import Contact, ContactSearch, Interaction, Workspace, level_q
 from contacts.pagination import CappedPaginator
 from contacts.scoping import get_contact_for_user, workspace_required
 
@@ -120,7 +120,7 @@ def _filtered_contacts(request, today):
 
     contacts = Contact.objects.filter(workspace=request.workspace)
     if query:
-        contacts = contacts.filter(Q(email__icontains=query) | Q(name__icontains=query))
+        contacts = contacts.filter(pk__in=ContactSearch.objects.matching(request.workspace, query))
     if level:
         contacts = contacts.at_level(level, today)
     # Both orders are DESC NULLS LAST, as their indexes are: a page is read off the index.
