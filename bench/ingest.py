@@ -190,6 +190,24 @@ def _machine_busy() -> float:
     return (sum(fields) - fields[3] - fields[4]) / TICKS  # less idle and iowait
 
 
+def _machine_stolen() -> float:
+    """CPU seconds the hypervisor gave to other machines while this one wanted them
+    (/proc/stat's steal): a phase that shows some ran on less than two cores."""
+    fields = open("/proc/stat").readline().split()
+    return int(fields[8]) / TICKS if len(fields) > 8 else 0.0
+
+
+class StolenMeter:
+    """The share of the machine's CPU time stolen since it started, in percent."""
+
+    def __init__(self):
+        self.stolen, self.started = _machine_stolen(), time.perf_counter()
+
+    def percent(self) -> float:
+        elapsed = time.perf_counter() - self.started
+        return 100 * (_machine_stolen() - self.stolen) / (elapsed * (os.cpu_count() or 1)) if elapsed > 0 else 0.0
+
+
 class CpuMeter:
     """CPU seconds spent during a phase by the gunicorn workers (app) and by PostgreSQL:
     per event they move less than events/s when other work shares the cores. PostgreSQL's
@@ -202,6 +220,7 @@ class CpuMeter:
 
     def __init__(self):
         self.server, self.machine, self.client = self._server(), _machine_busy(), self._generator()
+        self.steal = StolenMeter()
 
     @staticmethod
     def _generator() -> float:
@@ -282,6 +301,7 @@ def summarize(name, tally, elapsed, cpu, meter):
         "queries_per_event": tally.queries / tally.events if tally.events else float("nan"),
         "errors": tally.errors,
         "loadgen_cpu_pct": 100 * cpu / elapsed,
+        "stolen_pct": meter.steal.percent(),
     }
 
 
@@ -404,6 +424,7 @@ def closed_loop_wrk(port, auth, *, contacts, concurrency, seconds):
         "loadgen_cpu_pct": 100 * meter.generator_seconds() / elapsed,
         "server_cpu_ms": server_ms,
         "database_cpu_ms": database_ms,
+        "stolen_pct": meter.steal.percent(),
     }
 
 
@@ -572,6 +593,7 @@ def pgbench(database_url, workspace_id, prefix, *, contacts, seconds, clients=8,
         "avg_ms": float(latency.group(1)) if latency else None,
         "database_cpu_ms": meter.per_event_ms(transactions)[1],
         "client_cpu_ms": 1000 * meter.generator_seconds() / transactions,
+        "stolen_pct": meter.steal.percent(),
     }
 
 
@@ -677,18 +699,22 @@ def machine() -> str:
 def print_table(rows):
     print(
         f"{'phase':34} {'events/s':>9} {'p50 ms':>8} {'p95 ms':>8} {'p99 ms':>8} {'SQL/event':>9}"
-        f" {'app CPU':>8} {'PG CPU':>8} {'gen CPU':>8}  errors"
+        f" {'app CPU':>8} {'PG CPU':>8} {'gen CPU':>8} {'stolen':>7}  errors"
     )
     for row in rows:
+        stolen = f"{row['stolen_pct']:6.0f}%" if "stolen_pct" in row else ""
         if "p50_ms" not in row:
             database = f"{row['database_cpu_ms']:6.3f}ms" if "database_cpu_ms" in row else ""
-            print(f"{row['phase']:34} {row['events_per_s']:9.0f} {'':>8} {'':>8} {'':>8} {'':>9} {'':>8} {database:>8}")
+            print(
+                f"{row['phase']:34} {row['events_per_s']:9.0f} {'':>8} {'':>8} {'':>8} {'':>9} {'':>8} {database:>8}"
+                f" {'':>8} {stolen:>7}"
+            )
             continue
         errors = ", ".join(f"{count}× {what}" for what, count in row["errors"].items()) or "-"
         print(
             f"{row['phase']:34} {row['events_per_s']:9.0f} {row['p50_ms']:8.1f} {row['p95_ms']:8.1f} {row['p99_ms']:8.1f}"
             f" {row['queries_per_event']:9.2f} {row['server_cpu_ms']:6.3f}ms {row['database_cpu_ms']:6.3f}ms"
-            f" {row['loadgen_cpu_pct']:7.0f}%  {errors}"
+            f" {row['loadgen_cpu_pct']:7.0f}% {stolen:>7}  {errors}"
         )
 
 
@@ -699,7 +725,7 @@ def ratio_rounds(args, auth, workspace_id, messages, use_wrk):
     prefix = key_prefix(args.database_url, workspace_id)
     ratios, plain_ratios = [], []
     for round_number in range(1, args.ratio_rounds + 1):
-        best = 0.0
+        best, steal = 0.0, StolenMeter()
         for concurrency in [int(c) for c in args.concurrency.split(",")]:
             checkpoint(args.database_url)
             if use_wrk:
@@ -716,7 +742,8 @@ def ratio_rounds(args, auth, workspace_id, messages, use_wrk):
         ratios.append(best / own["events_per_s"])
         plain_ratios.append(best / plain["events_per_s"])
         print(f"round {round_number}: natsite {best:.0f}/s; ceilings {own['events_per_s']:.0f} (natsite's SQL),"
-              f" {plain['events_per_s']:.0f} (plain); ratios {ratios[-1]:.0%}, {plain_ratios[-1]:.0%}")
+              f" {plain['events_per_s']:.0f} (plain); ratios {ratios[-1]:.0%}, {plain_ratios[-1]:.0%};"
+              f" {steal.percent():.0f}% of the CPU stolen")
     print(f"median ratio over {len(ratios)} rounds: {statistics.median(ratios):.0%} of natsite's statements,"
           f" {statistics.median(plain_ratios):.0%} of plain SQL")
 
@@ -821,12 +848,14 @@ def main():
             path.write_text("\n".join(json.dumps(source.one()) for _ in range(args.import_events)) + "\n")
             recreate_postgres(args.database_url)
             fresh_database(env, slug)
+            steal = StolenMeter()
             rate, how = run_import(env, path, slug, args.import_events)
-            imports.append({"phase": f"import PostgreSQL ({how})", "events_per_s": rate})
+            imports.append({"phase": f"import PostgreSQL ({how})", "events_per_s": rate, "stolen_pct": steal.percent()})
             sqlite_env = {**env, "DATABASE_URL": f"sqlite:///{folder}/bench.sqlite3"}
             fresh_database(sqlite_env, slug)
+            steal = StolenMeter()
             rate, how = run_import(sqlite_env, path, slug, args.import_events)
-            imports.append({"phase": f"import SQLite ({how})", "events_per_s": rate})
+            imports.append({"phase": f"import SQLite ({how})", "events_per_s": rate, "stolen_pct": steal.percent()})
         rows.extend(imports)
         print_table(imports)
 
