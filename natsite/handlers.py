@@ -11,6 +11,7 @@ Django's request signals, which manage the database connections.
 
 from django.conf import settings
 from django.core.handlers.wsgi import WSGIHandler
+from django.urls import get_resolver
 
 # The middleware that serves browsers only: sessions, CSRF, sign-in, flash messages and
 # static files. The webhook is exempt from CSRF, and reads none of the others.
@@ -31,7 +32,15 @@ def webhook_middleware(middleware: list[str]) -> list[str]:
 
 
 class WebhookHandler(WSGIHandler):
-    """Django's WSGI handler with webhook_middleware(settings.MIDDLEWARE)."""
+    """Django's WSGI handler with webhook_middleware(settings.MIDDLEWARE), which resolves
+    each of the webhook's paths once rather than on every message."""
+
+    def __init__(self):
+        super().__init__()
+        # (the URL resolver, {path: its match}): a new URLconf (ROOT_URLCONF changed and
+        # the URL caches cleared) makes get_resolver() return a new resolver, and the
+        # matches made with the old one are dropped.
+        self._resolved = (None, {})
 
     def load_middleware(self, is_async=False):
         # BaseHandler reads settings.MIDDLEWARE: the webhook's list stands in for it while
@@ -42,6 +51,25 @@ class WebhookHandler(WSGIHandler):
             super().load_middleware(is_async)
         finally:
             settings.MIDDLEWARE = middleware
+
+    def resolve_request(self, request):
+        """What Django's resolve_request does, its match kept per path: the handler only
+        serves WEBHOOK_PATHS, and matching them against every URL pattern of the site
+        cost a message about as much as the security middleware does. A match holds the
+        view and its (empty) arguments, nothing of the request. Any other path, or a request whose
+        middleware chose its own URLconf, is resolved as Django does."""
+        if hasattr(request, "urlconf") or request.path_info not in WEBHOOK_PATHS:
+            return super().resolve_request(request)
+        resolver = get_resolver()
+        kept_for, matches = self._resolved
+        if kept_for is not resolver:
+            matches = {}
+            self._resolved = (resolver, matches)
+        match = matches.get(request.path_info)
+        if match is None:
+            match = matches[request.path_info] = resolver.resolve(request.path_info)
+        request.resolver_match = match
+        return match
 
 
 class Application:

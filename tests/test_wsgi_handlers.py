@@ -155,3 +155,44 @@ def test_the_application_sends_the_webhooks_paths_to_the_lean_handler_and_the_re
     status, headers, _ = call(application, "GET", "/accounts/login/")
     assert status == "200 OK"
     assert any(name == "Set-Cookie" and value.strip().startswith("csrftoken=") for name, value in headers)
+
+
+@pytest.mark.django_db
+def test_the_webhooks_handler_matches_each_of_its_paths_against_the_urlconf_once(application, api_key, monkeypatch):
+    from django.urls.resolvers import URLResolver
+
+    resolved = []
+    resolve = URLResolver.resolve
+
+    def counted(self, path):
+        if self.pattern.regex.pattern == "^/":  # the root resolver, not the ones it includes
+            resolved.append(path)
+        return resolve(self, path)
+
+    monkeypatch.setattr(URLResolver, "resolve", counted)
+    fresh = Application()
+    statuses = [
+        call(fresh.webhook, "POST", path, identify("once@example.com", f"m-once-{n}"),
+             content_type="application/json", authorization=basic(api_key))[0]
+        for n, path in enumerate(["/ingest/segment"] * 3 + ["/ingest/segment/"] * 2)
+    ]
+    assert statuses == ["200 OK"] * 5
+    assert resolved == ["/ingest/segment", "/ingest/segment/"]
+    # Pages are resolved by Django as ever.
+    call(fresh.pages, "GET", "/healthz")
+    call(fresh.pages, "GET", "/healthz")
+    assert resolved[2:] == ["/healthz", "/healthz"]
+
+
+@pytest.mark.django_db
+def test_the_webhooks_handler_follows_a_new_urlconf(application, api_key):
+    from django.test import override_settings
+
+    def status():
+        return call(application.webhook, "POST", "/ingest/segment", identify("u@example.com", "m-urlconf"),
+                    content_type="application/json", authorization=basic(api_key))[0]
+
+    assert status() == "200 OK"
+    with override_settings(ROOT_URLCONF="tests.urls_without_webhook"):
+        assert status().startswith("404")
+    assert status() == "200 OK"  # the same messageId again: a duplicate, answered 200
