@@ -103,6 +103,17 @@ def _from_row(model, values, converters, db):
     return model.from_db(db.alias, [attname for attname, _ in converters], converted)
 
 
+# Per process: for a prefix, the rows its look-up last returned and the keys built from
+# them. The look-up runs on every request all the same (a key revoked or a workspace
+# changed is seen at once); only when it returns exactly the rows it returned before are
+# those keys handed out again, instead of two model instances built anew per key. Callers
+# treat them as read-only (touch() only sets last_used_at, which the next look-up reads
+# back changed, so those rows no longer match). Entries exist only for prefixes that
+# matched a key, and the table is cleared past BUILT_KEYS_KEPT of them.
+_built_keys: dict[tuple[str, str], tuple[list, list[ApiKey]]] = {}
+BUILT_KEYS_KEPT = 1000
+
+
 def keys_with_prefix(prefix: str) -> list[ApiKey]:
     """The keys with this shown prefix, each with its workspace: what
     ApiKey.objects.select_related("workspace").filter(prefix=...) returns, from SQL built
@@ -118,6 +129,9 @@ def keys_with_prefix(prefix: str) -> list[ApiKey]:
     rows = first_statement(look_up)
     if not rows:
         return []
+    built = _built_keys.get((db.alias, prefix))
+    if built is not None and built[0] == rows:
+        return list(built[1])
     key_converters, workspace_converters = _key_and_workspace_converters(db)
     split = len(key_converters)
     keys = []
@@ -125,7 +139,10 @@ def keys_with_prefix(prefix: str) -> list[ApiKey]:
         api_key = _from_row(ApiKey, row[:split], key_converters, db)
         api_key.workspace = _from_row(Workspace, row[split:], workspace_converters, db)
         keys.append(api_key)
-    return keys
+    if len(_built_keys) >= BUILT_KEYS_KEPT:
+        _built_keys.clear()
+    _built_keys[db.alias, prefix] = (rows, keys)
+    return list(keys)
 
 
 def touch(api_key: ApiKey, now: dt.datetime) -> None:

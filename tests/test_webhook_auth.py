@@ -190,3 +190,44 @@ def test_a_refused_signature_is_kept_in_the_workspace_rejected_log(client, api_k
     post(client, basic(api_key), HTTP_X_SIGNATURE="0" * 40)
     rejected = RejectedMessage.objects.get(workspace=workspace)
     assert (rejected.status, rejected.message) == (401, "Invalid X-Signature")
+
+
+# The look-up hands out again the key and workspace it built from the very same rows
+# (ingest/authentication.py): whatever changes in either row is seen on the next message.
+
+
+def test_an_unchanged_key_is_built_once_and_a_changed_one_anew(api_key):
+    from ingest.authentication import keys_with_prefix
+    from ingest.models import prefix_of
+
+    (first,) = keys_with_prefix(prefix_of(api_key))
+    (again,) = keys_with_prefix(prefix_of(api_key))
+    assert again is first and again.workspace is first.workspace
+    ApiKey.objects.update(expires_at=timezone.now() + dt.timedelta(hours=1))
+    (changed,) = keys_with_prefix(prefix_of(api_key))
+    assert changed is not first and changed.expires_at is not None and first.expires_at is None
+
+
+def test_a_key_revoked_after_its_messages_is_refused_on_the_next_one(client, api_key):
+    assert post(client, basic(api_key), identify("a@example.com")).status_code == 200
+    assert post(client, basic(api_key), identify("b@example.com")).status_code == 200
+    revoke_api_key(api_key=ApiKey.objects.get())
+    response = post(client, basic(api_key), identify("c@example.com"))
+    assert response.status_code == 401 and response.json()["message"] == "API key revoked"
+    assert sorted(Contact.objects.values_list("email", flat=True)) == ["a@example.com", "b@example.com"]
+
+
+def test_a_signing_secret_set_after_a_message_applies_to_the_next_one(client, api_key, workspace):
+    assert post(client, basic(api_key), identify("a@example.com")).status_code == 200
+    workspace.signing_secret = "set-in-between"
+    workspace.save(update_fields=["signing_secret"])
+    response = post(client, basic(api_key), identify("b@example.com"))
+    assert response.status_code == 401 and response.json()["message"] == "Missing X-Signature"
+
+
+def test_a_key_moved_to_its_expiry_after_its_messages_is_refused_as_expired(client, api_key):
+    assert post(client, basic(api_key), identify("a@example.com")).status_code == 200
+    ApiKey.objects.update(expires_at=timezone.now() - dt.timedelta(seconds=1))
+    response = post(client, basic(api_key), identify("b@example.com"))
+    assert response.status_code == 401
+    assert response.json()["message"] == "API key expired"
