@@ -53,11 +53,11 @@ class WebhookHandler(WSGIHandler):
             settings.MIDDLEWARE = middleware
 
     def resolve_request(self, request):
-        """What Django's resolve_request does, its match kept per path: the handler only
-        serves WEBHOOK_PATHS, and matching them against every URL pattern of the site
-        cost a message about as much as the security middleware does. A match holds the
-        view and its (empty) arguments, nothing of the request. Any other path, or a request whose
-        middleware chose its own URLconf, is resolved as Django does."""
+        """What Django's resolve_request does, with the match of each of WEBHOOK_PATHS kept:
+        matching them against every URL pattern of the site cost a message about as much
+        as the security middleware does. A match holds the view and its (empty) arguments,
+        nothing of the request. Any other path, or a request whose middleware chose its
+        own URLconf, is resolved as Django does."""
         if hasattr(request, "urlconf") or request.path_info not in WEBHOOK_PATHS:
             return super().resolve_request(request)
         resolver = get_resolver()

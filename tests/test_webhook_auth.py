@@ -12,7 +12,8 @@ from django.utils import timezone
 
 from contacts.models import Contact, Interaction
 from ingest.api_keys import revoke_api_key
-from ingest.models import ApiKey, RejectedMessage
+from ingest.authentication import keys_with_prefix
+from ingest.models import ApiKey, RejectedMessage, prefix_of
 from tests.factories import api_key_for
 from tests.segment_messages import identify
 
@@ -197,9 +198,6 @@ def test_a_refused_signature_is_kept_in_the_workspace_rejected_log(client, api_k
 
 
 def test_an_unchanged_key_is_built_once_and_a_changed_one_anew(api_key):
-    from ingest.authentication import keys_with_prefix
-    from ingest.models import prefix_of
-
     (first,) = keys_with_prefix(prefix_of(api_key))
     (again,) = keys_with_prefix(prefix_of(api_key))
     assert again is first and again.workspace is first.workspace
