@@ -680,13 +680,21 @@ def _write_contacts(contacts: list[_LockedContact]) -> None:
     if not contacts:
         return
     source, params = _state_rows("id", sorted(contacts, key=lambda contact: contact.pk))
-    table = _table(Contact)
     with prepared_cursor() as cursor:
-        cursor.execute(
-            f"UPDATE {table} SET {', '.join(f'{column} = v.{column}' for column in _STATE_COLUMNS)} "
-            f"FROM {source} WHERE {table}.id = v.id",
-            params,
-        )
+        cursor.execute(_write_contacts_sql(source), params)
+
+
+@functools.lru_cache(maxsize=16)
+def _write_contacts_sql(source: str) -> str:
+    """The UPDATE of _write_contacts for the FROM item `source`, the same string object
+    each time, so that a kept cursor runs the very statement it ran before (natsite/db.py).
+    PostgreSQL has two sources (one row, or a JSON document of rows); SQLite one per
+    number of rows, of which the cache keeps the last few."""
+    table = _table(Contact)
+    return (
+        f"UPDATE {table} SET {', '.join(f'{column} = v.{column}' for column in _STATE_COLUMNS)} "
+        f"FROM {source} WHERE {table}.id = v.id"
+    )
 
 
 def _apply_identity(contact: _LockedContact, message: SegmentMessage) -> bool:

@@ -42,27 +42,70 @@ class PlannedEachTimeCursor(ServerBindingCursor):
         return super().execute(query, params, prepare=False, binary=binary)
 
 
-def _new_cursor(raw, prepare):
-    return (ServerBindingCursor if prepare else PlannedEachTimeCursor)(raw)
+def _new_cursor(raw, prepare, utc=False):
+    cursor = (ServerBindingCursor if prepare else PlannedEachTimeCursor)(raw)
+    if utc:
+        # psycopg's own loader (compiled) instead of Django's (Python): with the session in
+        # UTC, which Django sets for a connection in UTC, both give the same aware
+        # datetimes, in datetime.timezone.utc.
+        cursor.adapters.register_loader("timestamptz", _COMPILED_TIMESTAMPTZ_LOADER)
+    return cursor
+
+
+# Statements a connection keeps a cursor for, per `prepare`: more than the ingest has.
+KEPT_STATEMENTS = 32
 
 
 class _Kept:
-    """A connection's kept cursor, and whether it is handed out now."""
+    """A connection's kept cursors (for `prepare`), one per statement text, and whether
+    they are handed out now.
 
-    __slots__ = ("cursor", "in_use")
+    psycopg keeps what it worked out for a statement (its parameters' dumpers, a loader
+    for each column of its rows) only until its cursor runs a different statement: one
+    cursor taking turns with the webhook's statements worked it all out again for each
+    one (a tenth of a message's CPU). A cursor per statement text keeps it."""
 
-    def __init__(self, cursor):
-        self.cursor, self.in_use = cursor, False
+    __slots__ = ("raw", "prepare", "utc", "cursors", "cursor", "in_use")
+
+    def __init__(self, raw, prepare, utc):
+        self.raw, self.prepare, self.utc = raw, prepare, utc
+        self.cursors = {}
+        self.cursor = _new_cursor(raw, prepare, utc)  # the one that ran the last statement
+        self.in_use = False
+
+    def cursor_for(self, sql):
+        cursor = self.cursors.get(sql)
+        if cursor is None or cursor.closed:
+            if len(self.cursors) >= KEPT_STATEMENTS:
+                for kept in self.cursors.values():
+                    kept.close()
+                self.cursors.clear()
+            cursor = self.cursors[sql] = _new_cursor(self.raw, self.prepare, self.utc)
+        self.cursor = cursor
+        return cursor
+
+    @property
+    def closed(self):
+        return self.cursor.closed
 
 
 class KeptCursorWrapper(CursorWrapper):
-    """A connection's kept cursor, wrapped as Django wraps its cursors: leaving the `with`
-    block hands the cursor back instead of closing it."""
+    """A connection's kept cursors, wrapped as Django wraps its cursors: each statement
+    runs on the cursor kept for its text, and leaving the `with` block hands them back
+    instead of closing them."""
 
     def __init__(self, kept: _Kept, db):
         super().__init__(kept.cursor, db)
         self.kept = kept
         kept.in_use = True
+
+    def execute(self, sql, params=None):
+        self.cursor = self.kept.cursor_for(sql)
+        return super().execute(sql, params)
+
+    def executemany(self, sql, param_list):
+        self.cursor = self.kept.cursor_for(sql)
+        return super().executemany(sql, param_list)
 
     def __enter__(self):
         return self
@@ -81,20 +124,14 @@ _kept = weakref.WeakKeyDictionary()
 
 
 def _kept_cursor(db, raw, prepare) -> _Kept | None:
-    """The connection's kept cursor, or None while it is handed out (a statement run
+    """The connection's kept cursors, or None while they are handed out (a statement run
     meanwhile, which none of the ingest's does, gets a cursor of its own)."""
     cursors = _kept.get(raw)
     if cursors is None:
         cursors = _kept[raw] = {}
     kept = cursors.get(prepare)
-    if kept is None or kept.cursor.closed:
-        cursor = _new_cursor(raw, prepare)
-        if db.timezone_name == "UTC":
-            # psycopg's own loader (compiled) instead of Django's (Python): with the
-            # session in UTC, which Django sets for a connection in UTC, both give the
-            # same aware datetimes, in datetime.timezone.utc.
-            cursor.adapters.register_loader("timestamptz", _COMPILED_TIMESTAMPTZ_LOADER)
-        kept = cursors[prepare] = _Kept(cursor)
+    if kept is None or kept.closed:
+        kept = cursors[prepare] = _Kept(raw, prepare, db.timezone_name == "UTC")
     return None if kept.in_use else kept
 
 

@@ -1,5 +1,6 @@
-"""natsite.db.prepared_cursor on PostgreSQL: one cursor kept per connection and handed
-out again, never to two users at once, reading what Django's own cursors read."""
+"""natsite.db.prepared_cursor on PostgreSQL: a cursor kept per connection for each
+statement and handed out again, never to two users at once, reading what Django's own
+cursors read."""
 
 import datetime as dt
 
@@ -7,7 +8,7 @@ import pytest
 from django.db import connection
 
 from contacts.models import Contact
-from natsite.db import prepared_cursor
+from natsite.db import KEPT_STATEMENTS, prepared_cursor
 
 pytestmark = [pytest.mark.django_db, pytest.mark.postgres]
 
@@ -28,13 +29,47 @@ def test_the_same_cursor_serves_one_statement_after_another():
     assert not psycopg_cursor(second).closed
 
 
+def test_each_statement_has_a_kept_cursor_of_its_own():
+    lookup, write = "SELECT %s::int + 1", "SELECT %s::text || 'x'"
+    seen = []
+    for turn in range(3):
+        with prepared_cursor() as cursor:
+            cursor.execute(lookup, [turn])
+            assert cursor.fetchall() == [(turn + 1,)]
+            looked_up_on = psycopg_cursor(cursor)
+            cursor.execute(write, [str(turn)])
+            assert cursor.fetchall() == [(f"{turn}x",)]
+            seen.append((looked_up_on, psycopg_cursor(cursor)))
+
+    assert len({lookup_cursor for lookup_cursor, _ in seen}) == 1
+    assert len({write_cursor for _, write_cursor in seen}) == 1
+    assert seen[0][0] is not seen[0][1]
+    assert not seen[0][0].closed and not seen[0][1].closed
+
+
+def test_the_kept_cursors_are_bounded_and_those_let_go_are_closed():
+    with prepared_cursor() as cursor:
+        cursor.execute("SELECT %s::int", [0])
+        first = psycopg_cursor(cursor)
+    for number in range(1, KEPT_STATEMENTS + 1):
+        with prepared_cursor() as cursor:
+            cursor.execute(f"SELECT %s::int + {number}", [0])
+            assert cursor.fetchall() == [(number,)]
+
+    assert first.closed
+    with prepared_cursor() as again:
+        again.execute("SELECT %s::int", [5])
+        assert again.fetchall() == [(5,)]
+    assert psycopg_cursor(again) is not first
+
+
 def test_a_statement_planned_each_time_has_its_own_kept_cursor():
     with prepared_cursor() as prepared:
         prepared.execute("SELECT 1")
     with prepared_cursor(prepare=False) as planned:
-        planned.execute("SELECT 2")
+        planned.execute("SELECT 1")
     with prepared_cursor(prepare=False) as planned_again:
-        planned_again.execute("SELECT 3")
+        planned_again.execute("SELECT 1")
 
     assert psycopg_cursor(planned) is not psycopg_cursor(prepared)
     assert psycopg_cursor(planned_again) is psycopg_cursor(planned)
@@ -52,7 +87,7 @@ def test_a_cursor_asked_for_while_the_kept_one_is_in_use_is_another_and_closes()
     assert psycopg_cursor(inner) is not psycopg_cursor(outer)
     assert psycopg_cursor(inner).closed
     with prepared_cursor() as after:
-        after.execute("SELECT 1")
+        after.execute("SELECT generate_series(1, 3)")
     assert psycopg_cursor(after) is psycopg_cursor(outer)
 
 
