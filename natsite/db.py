@@ -188,6 +188,9 @@ def first_statement(run):
 # How many pages SQLite's write-ahead log grows to before a bulk load moves it into the
 # database (the default is 1,000): see bulk_loading().
 BULK_CHECKPOINT_PAGES = 10_000
+# SQLite's page cache for a bulk load, in KiB (a negative cache_size is KiB; the default
+# is 2,000): see bulk_loading().
+BULK_CACHE_KIB = 65_536
 
 
 @contextlib.contextmanager
@@ -198,7 +201,12 @@ def bulk_loading():
     messages touches mostly the same index pages as the chunk before it, so fewer, larger
     checkpoints write each page fewer times. Transactions and durability are unchanged
     (only when the log is copied into the database file changes); the setting is put
-    back after the block. Nothing to do on PostgreSQL."""
+    back after the block. Its page cache grows from SQLite's default 2 MB to
+    BULK_CACHE_KIB for the load too: a chunk's statements probe the contacts' and
+    interactions' indexes all over, and with the default cache a workspace's indexes past a
+    few MB were read again from the file, page by page, on every chunk (imports of 50,000
+    messages into a 28 MB database, alternated six times: ~12,600 -> ~13,800 messages/s).
+    Nothing to do on PostgreSQL."""
     db = connections[DEFAULT_DB_ALIAS]
     if db.vendor != "sqlite":
         yield
@@ -206,12 +214,16 @@ def bulk_loading():
     with db.cursor() as cursor:
         cursor.execute("PRAGMA wal_autocheckpoint")
         (previous,) = cursor.fetchone()
+        cursor.execute("PRAGMA cache_size")
+        (previous_cache,) = cursor.fetchone()
         cursor.execute(f"PRAGMA wal_autocheckpoint = {BULK_CHECKPOINT_PAGES:d}")
+        cursor.execute(f"PRAGMA cache_size = {-BULK_CACHE_KIB:d}")
     try:
         yield
     finally:
         with db.cursor() as cursor:
             cursor.execute(f"PRAGMA wal_autocheckpoint = {int(previous):d}")
+            cursor.execute(f"PRAGMA cache_size = {int(previous_cache):d}")
 
 
 # A table is analyzed again once it holds this many times the pages it had when last

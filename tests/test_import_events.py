@@ -23,7 +23,7 @@ from contacts.models import Contact, Interaction
 from ingest.backfill import BrokenExport, ReaderGone, checked_chunks, open_source, read_in_child
 from ingest.models import ProcessedMessage, RejectedMessage
 from ingest.serializers import normalize
-from natsite.db import BULK_CHECKPOINT_PAGES, bulk_loading
+from natsite.db import BULK_CACHE_KIB, BULK_CHECKPOINT_PAGES, bulk_loading
 from tests.conftest import FIXTURES, load_fixture
 from tests.segment_messages import identify
 
@@ -394,10 +394,14 @@ def test_a_normalized_message_survives_the_trip_to_the_parent_whole():
     assert copy.stamp == "0999-06-01T07:00:00.500000Z"
 
 
-def autocheckpoint():
+def pragma(name):
     with connection.cursor() as cursor:
-        cursor.execute("PRAGMA wal_autocheckpoint")
+        cursor.execute(f"PRAGMA {name}")
         return cursor.fetchone()[0]
+
+
+def autocheckpoint():
+    return pragma("wal_autocheckpoint")
 
 
 def test_sqlite_checkpoints_its_log_less_often_for_the_length_of_an_import_only():
@@ -410,6 +414,18 @@ def test_sqlite_checkpoints_its_log_less_often_for_the_length_of_an_import_only(
     with bulk_loading():
         assert autocheckpoint() == BULK_CHECKPOINT_PAGES != before
     assert autocheckpoint() == before
+
+
+def test_sqlite_has_a_larger_page_cache_for_the_length_of_an_import_only():
+    if connection.vendor != "sqlite":
+        pytest.skip("the SQLite case (PostgreSQL: nothing is set, checked above)")
+    before = pragma("cache_size")
+    with bulk_loading():
+        assert pragma("cache_size") == -BULK_CACHE_KIB != before
+    assert pragma("cache_size") == before
+    with pytest.raises(ZeroDivisionError), bulk_loading():
+        1 / 0
+    assert pragma("cache_size") == before
 
 
 def test_the_objects_frozen_for_an_import_are_given_back_to_the_collector(tmp_path, workspace):
