@@ -86,10 +86,6 @@ class _Kept:
         self.cursor = cursor
         return cursor
 
-    @property
-    def closed(self):
-        return self.cursor.closed
-
 
 class KeptCursorWrapper(CursorWrapper):
     """A connection's kept cursors, wrapped as Django wraps its cursors: each statement
@@ -132,7 +128,7 @@ def _kept_cursor(db, raw, prepare) -> _Kept | None:
     if cursors is None:
         cursors = _kept[raw] = {}
     kept = cursors.get(prepare)
-    if kept is None or kept.closed:
+    if kept is None:  # a cursor closed since is made anew by cursor_for()
         kept = cursors[prepare] = _Kept(raw, prepare, db.timezone_name == "UTC")
     return None if kept.in_use else kept
 
@@ -213,19 +209,18 @@ def bulk_loading():
     if db.vendor != "sqlite":
         yield
         return
+    previous = {}
     with db.cursor() as cursor:
-        cursor.execute("PRAGMA wal_autocheckpoint")
-        (previous,) = cursor.fetchone()
-        cursor.execute("PRAGMA cache_size")
-        (previous_cache,) = cursor.fetchone()
-        cursor.execute(f"PRAGMA wal_autocheckpoint = {BULK_CHECKPOINT_PAGES:d}")
-        cursor.execute(f"PRAGMA cache_size = {-BULK_CACHE_KIB:d}")
+        for name, value in (("wal_autocheckpoint", BULK_CHECKPOINT_PAGES), ("cache_size", -BULK_CACHE_KIB)):
+            cursor.execute(f"PRAGMA {name}")
+            (previous[name],) = cursor.fetchone()
+            cursor.execute(f"PRAGMA {name} = {value:d}")
     try:
         yield
     finally:
         with db.cursor() as cursor:
-            cursor.execute(f"PRAGMA wal_autocheckpoint = {int(previous):d}")
-            cursor.execute(f"PRAGMA cache_size = {int(previous_cache):d}")
+            for name, value in previous.items():
+                cursor.execute(f"PRAGMA {name} = {int(value):d}")
 
 
 # A table is analyzed again once it holds this many times the pages it had when last
